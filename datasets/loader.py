@@ -1,0 +1,47 @@
+"""DataLoader construction for the video datasets."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .collate import collate
+from .samplers import OrderedDistributedSampler
+
+
+def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, n_threads: int,
+                 distributed: bool = False, drop_last: bool = False, seed: int = 0
+                 ) -> DataLoader:
+    """A DataLoader over `dataset` with the `collate` of this package.
+
+    n_threads: worker processes (persistent between epochs); 0 loads in the calling process.
+    distributed: shuffle=True (training) uses torch's DistributedSampler (call
+        `loader.sampler.set_epoch(epoch)` each epoch); shuffle=False (validation, inference)
+        uses OrderedDistributedSampler, which gives every item to exactly one rank.
+    seed: drives shuffling and the per-worker torch seeds (offset by the rank), so a run
+        with a fixed seed draws the same crops. With n_threads=0 the caller's global torch
+        RNG drives the augmentation.
+    """
+    rank = dist.get_rank() if distributed else 0
+    sampler = None
+    if distributed:
+        sampler = (DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
+                   if shuffle else OrderedDistributedSampler(dataset))
+    generator = torch.Generator()
+    generator.manual_seed(seed + rank)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=n_threads, collate_fn=collate, pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last, persistent_workers=n_threads > 0,
+        worker_init_fn=_seed_worker if n_threads > 0 else None, generator=generator)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # DataLoader already seeds torch per worker; derive Python's and NumPy's RNGs from it so
+    # any library code drawing from them is reproducible too.
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)

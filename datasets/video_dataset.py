@@ -1,0 +1,133 @@
+"""The video dataset: training clips, validation clips (several per video), inference windows."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .annotation import load_annotation, resolve_samples
+from .audio import load_audio_feature
+from .hdf5_clip import BadSampleError, read_frames
+from .spatial import ClipCenterCrop, ClipRandomResizedCrop
+from .temporal import clip_at, even_starts, frame_list, random_start, window_starts
+
+Mode = Literal["train", "val", "inference"]
+
+
+class VideoDataset(Dataset):
+    """Clips of the videos of one annotation subset, as DESIGN.md dataset items.
+
+    mode "train": one item per video, a random T-frame crop (loop padded) and a clip-level
+        RandomResizedCrop + flip at every load.
+    mode "val": `n_val_clips` evenly spaced clips per video (TemporalEvenCrop), each an item;
+        resize + center crop.
+    mode "inference": non-overlapping windows (stride `inference_stride`, last loop padded),
+        each an item; resize + center crop.
+    `t_stride` takes every k-th frame before any of the above (--sample_t_stride).
+
+    Randomness comes from the torch RNG, which DataLoader seeds per worker, so a fixed seed
+    reproduces a run. An unreadable sample is replaced by a random other item (at most
+    `max_retries` tries); the item's `bad` list says what was replaced and why.
+
+    Attributes: `labels` class names; `video_ids`, `video_labels` (-1 unlabeled), per video;
+    `n_videos`; `n_no_audio` videos without an audio feature; `item_video_index` (len(self),)
+    the video of each item.
+    """
+
+    def __init__(self, video_path: str | Path, annotation_path: str | Path, subset: str,
+                 mode: Mode = "train", sample_duration: int = 16, sample_size: int = 112,
+                 audio_path: str | Path | None = None, n_val_clips: int = 3,
+                 inference_stride: int = 16, t_stride: int = 1,
+                 crop_scale: tuple[float, float] = (0.25, 1.0),
+                 crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True,
+                 strict: bool = False, max_retries: int = 10) -> None:
+        if mode not in ("train", "val", "inference"):
+            raise ValueError(f"mode must be 'train', 'val' or 'inference', got {mode!r}")
+        if sample_duration < 1 or t_stride < 1:
+            raise ValueError("sample_duration and t_stride must be at least 1")
+        annotation = load_annotation(annotation_path)
+        samples = resolve_samples(annotation, subset, video_path, audio_path, strict)
+        self.labels = annotation.labels
+        self.video_ids = [s.sample_id for s in samples]
+        self.video_labels = [s.label for s in samples]
+        self.n_videos = len(samples)
+        self.n_no_audio = sum(s.audio_file is None for s in samples) if audio_path else self.n_videos
+        self.mode = mode
+        self.sample_duration = sample_duration
+        self.t_stride = t_stride
+        self.max_retries = max_retries
+        self.hdf5_files = [s.hdf5_file for s in samples]
+        self.audio_files = [s.audio_file for s in samples]
+        self.segments = [s.segment for s in samples]
+
+        if mode == "train":
+            self.spatial = ClipRandomResizedCrop(sample_size, crop_scale, crop_ratio, hflip)
+            self.item_video_index = np.arange(self.n_videos, dtype=np.int64)
+            self._item_start = None
+        else:
+            self.spatial = ClipCenterCrop(sample_size)
+            videos, starts = [], []
+            for v, segment in enumerate(self.segments):
+                n = len(range(segment[0], segment[1], t_stride))
+                if mode == "val":
+                    s = even_starts(n, sample_duration, n_val_clips)
+                else:
+                    s = window_starts(n, sample_duration, inference_stride)
+                videos.extend([v] * len(s))
+                starts.extend(s)
+            self.item_video_index = np.asarray(videos, dtype=np.int64)
+            self._item_start = np.asarray(starts, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.item_video_index)
+
+    def frame_numbers(self, index: int) -> list[int]:
+        """The T 1-based frame numbers of item `index` (a fresh random crop in train mode)."""
+        video = int(self.item_video_index[index])
+        frames = frame_list(self.segments[video], self.t_stride)
+        if self._item_start is None:
+            start = random_start(len(frames), self.sample_duration)
+        else:
+            start = int(self._item_start[index])
+        return clip_at(frames, start, self.sample_duration)
+
+    def __getitem__(self, index: int) -> dict:
+        """Item of DESIGN.md: clip (3, T, S, S) uint8, target, audio (512,), audio_weight,
+        video_index, bad."""
+        bad: list[str] = []
+        for _ in range(self.max_retries + 1):
+            try:
+                item = self._load(index)
+            except BadSampleError as e:
+                bad.append(str(e))
+                index = self._other_index(index)
+                continue
+            item["bad"] = bad
+            return item
+        raise RuntimeError(f"{len(bad)} unreadable samples in a row, the last: {bad[-1]} "
+                           f"(check the HDF5 files under the video path)")
+
+    def _other_index(self, index: int) -> int:
+        """A uniformly drawn item other than `index` (itself only when it is the only one)."""
+        if len(self) == 1:
+            return index
+        other = int(torch.randint(0, len(self) - 1, (1,)))
+        return other + (other >= index)
+
+    def _load(self, index: int) -> dict:
+        video = int(self.item_video_index[index])
+        frames, inverse = read_frames(self.hdf5_files[video], self.frame_numbers(index))
+        frames = self.spatial(frames)
+        if not torch.equal(inverse, torch.arange(len(inverse))):
+            frames = frames[inverse]
+        audio, weight = load_audio_feature(self.audio_files[video])
+        return {
+            "clip": frames.permute(1, 0, 2, 3),
+            "target": torch.tensor(self.video_labels[video], dtype=torch.int64),
+            "audio": audio,
+            "audio_weight": torch.tensor(weight, dtype=torch.float32),
+            "video_index": torch.tensor(video, dtype=torch.int64),
+        }

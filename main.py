@@ -1,0 +1,59 @@
+"""CCL entry point: train, validate, infer, retrieve (see README.md).
+
+Data flows one way: files → datasets → batch → student/teachers → losses → step →
+logs and checkpoints; evaluation reads the trained student back.
+"""
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from opts import parse_opts
+from training.distributed import init_from_environment, is_main_process
+from training.inputs import UserError, check_inputs
+
+log = logging.getLogger("ccl")
+
+
+def setup_logging(result_path: Path) -> None:
+    level = logging.INFO if is_main_process() else logging.WARNING
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if is_main_process():
+        handlers.append(logging.FileHandler(result_path / "run.log"))
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
+
+
+def select_device(opt) -> torch.device:
+    use_cuda = torch.cuda.is_available() and not opt.no_cuda
+    if opt.distributed:
+        return init_from_environment(use_cuda)
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def run(opt) -> dict:
+    """Everything the options ask for, in order: train/validate, infer, retrieve, report.
+    Returns the final metrics."""
+    from training.session import run as run_session
+    device = select_device(opt)
+    setup_logging(Path(opt.result_path))
+    return run_session(opt, device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opt = parse_opts(argv)
+    if opt.demo:
+        from demo.run import run_demo
+        return run_demo(opt)
+    try:
+        check_inputs(opt)
+        Path(opt.result_path).mkdir(parents=True, exist_ok=True)
+        run(opt)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

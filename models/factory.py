@@ -1,0 +1,84 @@
+"""`build_student`: the one place that maps `--model/--model_depth/--pretrain_path` to a
+student network (DESIGN: `student(clip) -> (logits (B, C), features (B, 512))`)."""
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from models.r21d import r21d, r21d_std
+from models.video_resnets import ARCHITECTURES, video_resnet_student
+
+STUDENT_NAMES = ("r21d", "r21d_std", "r3d_18", "mc3_18", "r2plus1d_18")
+MODULE_PREFIX = "module."
+
+
+def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Drop the `module.` that DataParallel / DistributedDataParallel put before every key
+    (the original release saved its checkpoints that way); other keys are kept as they are."""
+    return {k.removeprefix(MODULE_PREFIX): v for k, v in state_dict.items()}
+
+
+def read_state_dict(path: str | Path, option: str = "checkpoint") -> dict[str, Tensor]:
+    """Model weights from a checkpoint file: a bare state dict (torchvision) or the original
+    release's `{'epoch', 'arch', 'state_dict', 'optimizer', 'scheduler'}`, `module.` stripped.
+
+    option: how the user named the file (e.g. `--pretrain_path`), for the error messages.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {path} does not exist "
+                                "(give a local checkpoint file; nothing is downloaded)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{option} {path} is not a readable PyTorch file ({reason})") from e
+    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{option} {path} holds no state dict")
+    return strip_module_prefix(checkpoint)
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load `path` into `model` strictly, except for the classifier (`model.HEAD`): when the
+    checkpoint's class count differs (e.g. Kinetics-400 → UCF51), the head keeps its fresh
+    initialisation. Any other missing or unexpected key is an error."""
+    state = read_state_dict(path, "--pretrain_path")
+    own = model.state_dict()
+    head = model.HEAD + "."
+    head_keys = [k for k in own if k.startswith(head)]
+    if any(k in state and state[k].shape != own[k].shape for k in head_keys):
+        state = {k: v for k, v in state.items() if not k.startswith(head)}
+    reshaped = [k for k in state if k in own and state[k].shape != own[k].shape]
+    missing = [k for k in own if k not in state and not k.startswith(head)]
+    unexpected = [k for k in state if k not in own]
+    if reshaped or missing or unexpected:
+        raise ValueError(f"--pretrain_path {path} does not match the --model architecture "
+                         f"(shape differs {reshaped[:3]}, missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def build_student(model: str, model_depth: int, n_classes: int,
+                  pretrain_path: str | None = None) -> nn.Module:
+    """The student of SPEC §2 named `model`, with an n_classes head.
+
+    `r21d` is the original release's R(2+1)D (depth 18 = one block per stage, the paper's
+    network); `r21d_std` the standard layout; `r3d_18`, `mc3_18`, `r2plus1d_18` are
+    torchvision's. pretrain_path: optional local checkpoint of the same architecture.
+    """
+    if model == "r21d":
+        student = r21d(model_depth, n_classes)
+    elif model == "r21d_std":
+        student = r21d_std(model_depth, n_classes)
+    elif model in ARCHITECTURES:
+        student = video_resnet_student(model, model_depth, n_classes)
+    else:
+        raise ValueError(f"unknown --model {model!r}; choices: {', '.join(STUDENT_NAMES)}")
+    if pretrain_path is not None:
+        load_pretrained(student, pretrain_path)
+    return student

@@ -1,0 +1,62 @@
+"""util_scripts/eval_accuracy.py on a hand-made annotation / val.json pair."""
+import json
+
+import pytest
+
+from util_scripts import eval_accuracy
+
+
+@pytest.fixture
+def files(tmp_path):
+    database = {
+        "v1": {"subset": "validation", "annotations": {"label": "a", "segment": [1, 17]}},
+        "v2": {"subset": "validation", "annotations": {"label": "b", "segment": [1, 17]}},
+        "v3": {"subset": "validation", "annotations": {"label": "c", "segment": [1, 17]}},
+        "v4": {"subset": "validation", "annotations": {"label": "a", "segment": [1, 17]}},
+        "t1": {"subset": "training", "annotations": {"label": "b", "segment": [1, 17]}},
+        "u1": {"subset": "validation", "annotations": {}},
+    }
+    ground_truth = tmp_path / "gt.json"
+    ground_truth.write_text(json.dumps({"labels": ["a", "b", "c"], "database": database}))
+
+    def entries(**scores):
+        return [{"label": label, "score": score} for label, score in scores.items()]
+    # Lists longer than k and not sorted by score; v4 has no prediction; x9 is not in GT.
+    results = {
+        "v1": entries(b=0.2, a=0.7, c=0.1),    # top-1 right
+        "v2": entries(a=0.5, c=0.1, b=0.4),    # right only at top-2
+        "v3": entries(a=0.6, b=0.3, c=0.1),    # right only at top-3
+        "x9": entries(a=1.0),
+    }
+    val_json = tmp_path / "val.json"
+    val_json.write_text(json.dumps({"results": results}))
+    return ground_truth, val_json
+
+
+@pytest.mark.parametrize("k, ignore, n_ground_truth, n_correct", [
+    (1, True, 3, 1), (1, False, 4, 1), (2, True, 3, 2), (2, False, 4, 2), (3, False, 4, 3)])
+def test_top_k_accuracy(files, capsys, k, ignore, n_ground_truth, n_correct):
+    ground_truth, val_json = files
+    argv = [str(ground_truth), str(val_json), "--subset", "validation", "-k", str(k)]
+    result = eval_accuracy.main(argv + (["--ignore"] if ignore else []))
+    assert (result.n_ground_truth, result.n_correct) == (n_ground_truth, n_correct)
+    assert result.accuracy == pytest.approx(n_correct / n_ground_truth)
+    assert f"top-{k} accuracy: {n_correct / n_ground_truth}" in capsys.readouterr().out
+
+
+def test_save_writes_the_accuracy_beside_val_json(files):
+    ground_truth, val_json = files
+    eval_accuracy.main([str(ground_truth), str(val_json), "-k", "2", "--ignore", "--save"])
+    assert float((val_json.parent / "val_top2.txt").read_text()) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda gt, val: [str(gt.parent / "missing.json"), str(val)], "missing.json"),
+    (lambda gt, val: [str(gt), str(val), "--subset", "testing"], "subset 'testing'"),
+    (lambda gt, val: [str(val), str(val)], "annotation JSON"),
+])
+def test_user_errors_exit_with_one_line(files, change, message):
+    with pytest.raises(SystemExit) as exit_info:
+        eval_accuracy.main(change(*files))
+    text = str(exit_info.value.code)
+    assert text.startswith("error:") and message in text and "\n" not in text

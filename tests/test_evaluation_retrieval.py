@@ -1,0 +1,142 @@
+"""R@k and mAP (SPEC §5) against a loop oracle and a hand-computed case."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.retrieval import nearest_neighbours, retrieval_metrics
+from evaluation.video_predictions import save_features
+from util_scripts import eval_retrieval
+
+KS = (1, 5, 10, 20, 50)
+
+
+def brute_force_metrics(query, query_labels, gallery, gallery_labels, ks):
+    """Loops over queries; full sort by (-similarity at float32 precision, gallery index)."""
+    def unit(v):
+        v = [float(x) for x in v]
+        norm = math.sqrt(sum(x * x for x in v))
+        return [x / norm for x in v]
+
+    gallery = [unit(g) for g in gallery]
+    hits = {k: 0 for k in ks}
+    average_precisions = []
+    for q, label in zip(query, query_labels):
+        q = unit(q)
+        sims = [np.float32(sum(a * b for a, b in zip(q, g))) for g in gallery]
+        order = sorted(range(len(gallery)), key=lambda j: (-sims[j], j))
+        relevant = [gallery_labels[j] == label for j in order]
+        for k in ks:
+            hits[k] += any(relevant[:k])
+        found, precisions = 0, []
+        for rank, is_relevant in enumerate(relevant, start=1):
+            if is_relevant:
+                found += 1
+                precisions.append(found / rank)
+        average_precisions.append(sum(precisions) / len(precisions) if precisions else 0.0)
+    expected = {f"R@{k}": 100 * hits[k] / len(query) for k in ks}
+    expected["mAP"] = 100 * sum(average_precisions) / len(average_precisions)
+    return expected
+
+
+def random_case():
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(40, 8)).astype(np.float32)
+    gallery_labels = rng.integers(0, 4, size=40)
+    # Exact duplicates with another label: ties whose order changes R@k and AP.
+    gallery[30:36] = gallery[0:6]
+    gallery_labels[30:36] = (gallery_labels[0:6] + 1) % 4
+    query = rng.normal(size=(23, 8)).astype(np.float32)
+    query[:3] = 2 * gallery[:3]            # nearest items are a tied duplicate pair
+    query_labels = rng.integers(0, 6, size=23)   # classes 4 and 5 are not in the gallery
+    query_labels[:3] = gallery_labels[30:33]     # the later duplicate is the relevant one
+    query_labels[3] = 5
+    return query, query_labels, gallery, gallery_labels
+
+
+def test_matches_brute_force_with_ties_and_absent_classes():
+    query, query_labels, gallery, gallery_labels = random_case()
+    expected = brute_force_metrics(query, query_labels, gallery, gallery_labels, KS)
+    metrics = retrieval_metrics(query, query_labels, gallery, gallery_labels, ks=KS,
+                                block_size=7)
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, abs=1e-9), name
+    assert metrics["n_query"] == 23 and metrics["n_gallery"] == 40
+
+
+def test_block_size_does_not_change_the_result():
+    case = random_case()
+    results = [retrieval_metrics(*case, ks=KS, block_size=b) for b in (1, 7, 23, 1024)]
+    assert all(r == results[0] for r in results[1:])
+    as_tensors = retrieval_metrics(*(torch.as_tensor(x) for x in case), ks=KS, block_size=5)
+    assert as_tensors == results[0]
+
+
+def hand_case():
+    gallery = np.array([[1, 0], [0, 1], [1, 1], [1, 0]], dtype=np.float32)
+    gallery_labels = np.array([0, 1, 1, 1])
+    query = np.array([[1, 0.1], [0, 1], [-1, 0.5]], dtype=np.float32)
+    query_labels = np.array([0, 1, 0])
+    return query, query_labels, gallery, gallery_labels
+
+
+def test_hand_computed_case():
+    # Cosine similarities and rankings (g0 and g3 are identical: ties go to g0):
+    # q0 (label 0): g0 .995 = g3 .995 > g2 .774 > g1 .100 → g0 ✓ g3 g2 g1; AP 1, R@1 hit.
+    # q1 (label 1): g1 1 > g2 .707 > g0 0 = g3 0 → g1 ✓ g2 ✓ g0 g3 ✓; AP (1 + 1 + 3/4)/3.
+    # q2 (label 0): g1 .447 > g2 -.316 > g0 -.894 = g3 → g1 g2 g0 ✓ g3; AP 1/3, R@1 miss.
+    metrics = retrieval_metrics(*hand_case(), ks=(1, 2, 3))
+    assert metrics["R@1"] == pytest.approx(100 * 2 / 3)
+    assert metrics["R@2"] == pytest.approx(100 * 2 / 3)
+    assert metrics["R@3"] == pytest.approx(100.0)
+    assert metrics["mAP"] == pytest.approx(100 * (1 + 11 / 12 + 1 / 3) / 3)
+    assert metrics["mAP"] == pytest.approx(75.0)
+
+
+def test_nearest_neighbours_follow_the_ranking_rule():
+    query, _, gallery, _ = hand_case()
+    neighbours = nearest_neighbours(query, gallery, k=4, block_size=2)
+    assert neighbours.tolist() == [[0, 3, 2, 1], [1, 2, 0, 3], [1, 2, 0, 3]]
+    assert nearest_neighbours(query, gallery, k=10).shape == (3, 4)
+
+
+def test_rejects_unlabeled_and_mismatched_inputs():
+    query, query_labels, gallery, gallery_labels = hand_case()
+    with pytest.raises(ValueError, match="unlabeled"):
+        retrieval_metrics(query, np.array([0, -1, 0]), gallery, gallery_labels)
+    with pytest.raises(ValueError, match="labels"):
+        retrieval_metrics(query, query_labels[:2], gallery, gallery_labels)
+    with pytest.raises(ValueError, match="-d"):
+        retrieval_metrics(query, query_labels, gallery[:, :1], gallery_labels)
+
+
+def test_eval_retrieval_script(tmp_path, capsys):
+    query, query_labels, gallery, gallery_labels = random_case()
+    query_labels = query_labels.copy()
+    query_labels[5] = -1                     # an unlabeled query is left out
+    save_features(tmp_path / "features_validation.npz", [f"q{i}" for i in range(23)],
+                  query_labels, query)
+    save_features(tmp_path / "features_training.npz", [f"g{i}" for i in range(40)],
+                  gallery_labels, gallery)
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = eval_retrieval.main(["--query", str(tmp_path / "features_validation.npz"),
+                                   "--gallery", str(tmp_path / "features_training.npz"),
+                                   "--result_path", str(out), "--block_size", "4",
+                                   "--device", "cpu"])
+    keep = query_labels >= 0
+    expected = retrieval_metrics(query[keep], query_labels[keep], gallery, gallery_labels)
+    assert metrics == expected and expected["n_query"] == 22
+    written = json.loads((out / "retrieval.json").read_text())
+    assert {k: written[k] for k in expected} == expected
+    assert "| R@1 |" in capsys.readouterr().out
+
+
+def test_eval_retrieval_script_reports_a_missing_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        eval_retrieval.main(["--query", str(tmp_path / "nope.npz"),
+                             "--gallery", str(tmp_path / "nope.npz")])
+    assert exit_info.value.code != 0
+    assert "error:" in str(exit_info.value.code) and "nope.npz" in str(exit_info.value.code)

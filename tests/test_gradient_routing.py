@@ -1,0 +1,156 @@
+"""One single-backward step equals the naive per-loss gradients of SPEC §3."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from losses import JSDLoss, NCELoss
+from models.factory import build_student
+from training.batch import Batch
+from training.optim import make_optimizers
+from training.step import train_step
+from training.teachers import audio_features, build_teachers, heads, image_features
+
+N_CLASSES = 5
+
+
+class TinyImageNet(nn.Module):
+    """Frozen stand-in for the ResNet-34 teacher (same interface, 512-d output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 512))
+        self.requires_grad_(False)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Options:
+    learning_rate, momentum, dampening, weight_decay, nesterov = 0.1, 0.9, 0.0, 5e-4, False
+
+
+def make_batch(seed: int, with_audio: list[int]) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    b = len(with_audio)
+    return Batch(clip=torch.randn(b, 3, 4, 16, 16, generator=g, dtype=torch.float64),
+                 target=torch.tensor([0, 1, 1, 2, 3, 3, 4, 0][:b]),
+                 audio=torch.randn(b, 512, generator=g, dtype=torch.float64) * torch.tensor(with_audio)[:, None],
+                 audio_weight=torch.tensor(with_audio, dtype=torch.float64),
+                 frame_index=2)
+
+
+def naive_gradients(student, teacher_list, batch, loss_weight):
+    """SPEC §3 written the original's way: boolean selection of the audio samples, every
+    term on the full graph, student ← ∇L_v, head ← ∇(L_m + L_v)."""
+    ce = nn.CrossEntropyLoss()
+    jsd = JSDLoss(0.5)
+    logits, v = student(batch.clip)
+    y = batch.target
+    l_v = ce(logits, y)
+    l_m_total = 0
+    w = 1.0 if len(teacher_list) == 1 else loss_weight
+    for teacher in teacher_list:
+        nce = NCELoss(teacher.temperature)
+        t, weight = teacher.features(batch)
+        keep = torch.ones(len(y), dtype=torch.bool) if weight is None else weight > 0
+        t_k, v_k, z_k, y_k = t[keep], v[keep], logits[keep], y[keep]
+        z_m, m = teacher.head(t_k, v_k)
+        contrast_v = nce(v_k, m, y_k) + nce(m, v_k, y_k) + nce(v_k, t_k, y_k) + nce(t_k, v_k, y_k)
+        contrast_m = nce(v_k, m, y_k) + nce(m, v_k, y_k) + nce(m, t_k, y_k) + nce(t_k, m, y_k)
+        l_v = l_v + w * (contrast_v + jsd(z_k, z_m))
+        l_m_total = l_m_total + ce(z_m, y_k) + contrast_m + jsd(z_k, z_m)
+    student_params = list(student.parameters())
+    head_params = [p for teacher in teacher_list for p in teacher.head.parameters()]
+    g_student = torch.autograd.grad(l_v, student_params, retain_graph=True)
+    g_heads = torch.autograd.grad(l_v + l_m_total, head_params) if head_params else []
+    return list(zip(student_params, g_student)) + list(zip(head_params, g_heads))
+
+
+def configure(config: str):
+    """Student and teachers in float64, so that summation order cannot hide a routing error
+    behind rounding."""
+    torch.manual_seed(0)
+    student = build_student("r21d", 18, N_CLASSES).double()
+    use_audio, use_image = {"base": (False, False), "a": (True, False), "i": (False, True), "ai": (True, True)}[config]
+    teacher_list = build_teachers(use_audio, use_image, N_CLASSES, TinyImageNet().double(), 16, torch.device("cpu"))
+    for teacher in teacher_list:
+        teacher.head.double()
+    return student, teacher_list
+
+
+@pytest.mark.parametrize("config", ["base", "a", "i", "ai"])
+def test_single_backward_step_equals_naive_routing(config):
+    batch = make_batch(1, [1, 1, 0, 1, 1, 0, 1, 1])
+    student, teacher_list = configure(config)
+    ref_student, ref_teachers = copy.deepcopy(student), copy.deepcopy(teacher_list)
+    ref_teachers_by_name = {t.name: t for t in ref_teachers}
+
+    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
+    assert result.finite
+
+    ref_optimizers = make_optimizers(ref_student, heads(ref_teachers), Options)
+    for param, grad in naive_gradients(ref_student, ref_teachers, batch, 0.5):
+        param.grad = grad.clone()
+    for optimizer in ref_optimizers.values():
+        optimizer.step()
+
+    for (name, p), (_, q) in zip(student.named_parameters(), ref_student.named_parameters()):
+        assert torch.allclose(p, q, rtol=1e-5, atol=1e-7), name
+    for name, teacher in ((t.name, t) for t in teacher_list):
+        for p, q in zip(teacher.head.parameters(), ref_teachers_by_name[name].head.parameters()):
+            assert torch.allclose(p, q, rtol=1e-5, atol=1e-7), name
+    # the step must have moved the heads (a routing that drops L_m would not be caught otherwise)
+    moved = [not torch.equal(p, q) for t, r in zip(teacher_list, ref_teachers)
+             for p, q in zip(t.head.parameters(), copy.deepcopy(r).head.parameters())]
+    assert all(moved) or not teacher_list
+
+
+def test_plain_single_backward_differs_from_exact_routing():
+    """The detach matters: backward of L_v + L_m without it gives other student gradients."""
+    batch = make_batch(2, [1] * 8)
+    student, teacher_list = configure("a")
+    naive = dict((id(p), g) for p, g in naive_gradients(student, teacher_list, batch, 0.5))
+    logits, v = student(batch.clip)
+    t, _ = teacher_list[0].features(batch)
+    z_m, m = teacher_list[0].head(t, v)
+    nce, jsd, ce = NCELoss(0.5), JSDLoss(0.5), nn.CrossEntropyLoss()
+    y = batch.target
+    l_v = ce(logits, y) + nce(v, m, y) + nce(m, v, y) + nce(v, t, y) + nce(t, v, y) + jsd(logits, z_m)
+    l_m = ce(z_m, y) + nce(v, m, y) + nce(m, v, y) + nce(m, t, y) + nce(t, m, y) + jsd(logits, z_m)
+    grads = torch.autograd.grad(l_v + l_m, list(student.parameters()))
+    diff = sum((g - naive[id(p)]).norm() for p, g in zip(student.parameters(), grads))
+    assert diff > 1e-3
+
+
+def test_batch_without_any_audio_trains_on_cross_entropy_only():
+    batch = make_batch(3, [0] * 8)
+    student, teacher_list = configure("a")
+    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
+    assert result.finite
+    for name in ("audio/contrast", "audio/divergence", "audio/head"):
+        assert result.terms[name].item() == 0.0
+    assert result.terms["student"].item() == pytest.approx(result.terms["ce"].item())
+
+
+def test_single_class_batch_is_finite():
+    batch = make_batch(4, [1] * 8)
+    batch.target = torch.zeros(8, dtype=torch.long)
+    student, teacher_list = configure("ai")
+    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
+    assert result.finite and torch.isfinite(result.loss)
+
+
+def test_non_finite_loss_skips_every_step():
+    batch = make_batch(5, [1] * 8)
+    batch.audio[0, 0] = float("nan")
+    student, teacher_list = configure("a")
+    before = [p.clone() for p in student.parameters()]
+    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
+    assert not result.finite
+    assert all(torch.equal(p, q) for p, q in zip(before, student.parameters()))

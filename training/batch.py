@@ -1,0 +1,34 @@
+"""One training batch on the device (the `batch` stage of the data flow)."""
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from datasets.transforms import normalize_clip
+
+
+@dataclass
+class Batch:
+    clip: Tensor          # (B, 3, T, H, W) normalized float
+    target: Tensor        # (B,) int64
+    audio: Tensor         # (B, 512) float32, zeros where a video has no audio
+    audio_weight: Tensor  # (B,) float32, 1 where a video has audio
+    frame_index: int      # frame of the clip the image teacher sees (SPEC §2)
+
+
+def to_device_batch(sample: dict, device: torch.device, mean: list[float], std: list[float],
+                    frame_index: int, channels_last: bool = False) -> Batch:
+    """Collated dataset items (docs/DESIGN.md) → a `Batch` on `device`.
+
+    Normalization happens here, after the uint8 copy, so the host moves a quarter of
+    the bytes and the device does the arithmetic.
+    """
+    clip = sample["clip"].to(device, non_blocking=True)
+    clip = normalize_clip(clip, mean, std)
+    if channels_last:
+        clip = clip.contiguous(memory_format=torch.channels_last_3d)
+    return Batch(clip=clip,
+                 target=sample["target"].to(device, non_blocking=True),
+                 audio=sample["audio"].to(device, non_blocking=True).float(),
+                 audio_weight=sample["audio_weight"].to(device, non_blocking=True).float(),
+                 frame_index=frame_index)

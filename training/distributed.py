@@ -1,0 +1,79 @@
+"""Process-group helpers: rank queries and the autograd-aware gather of SPEC §4.
+
+Under DistributedDataParallel every loss must see the global batch, as the paper's
+DataParallel runs did: features are gathered from all ranks *with* their gradients.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def init_from_environment(use_cuda: bool) -> torch.device:
+    """Join the process group that `torchrun` describes in the environment.
+
+    Returns this process's device. Without torchrun variables, nothing is initialised.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        raise RuntimeError("--distributed needs torchrun (RANK/WORLD_SIZE unset): "
+                           "launch with `torchrun --nproc_per_node N main.py --distributed ...`")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend)
+    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums the incoming gradients over ranks and returns this
+    rank's slice, so that DDP's gradient averaging yields the gradient of the global loss."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.batch = x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.batch
+        return grad[start:start + ctx.batch]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """(b, ...) per rank → (world·b, ...) in rank order; gradients flow back to each rank.
+
+    Every rank must pass the same b (DistributedSampler gives equal shards). Without a
+    process group, returns x unchanged.
+    """
+    if not is_distributed():
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Sum of x over ranks (in place); x unchanged without a process group."""
+    if is_distributed():
+        dist.all_reduce(x)
+    return x

@@ -1,0 +1,47 @@
+"""Up-front checks of everything a user can get wrong, before any model is built."""
+from pathlib import Path
+
+from datasets import check_n_classes, load_annotation
+from models.image_teacher import default_weights_path
+from training.checkpoint import latest_checkpoint
+
+
+class UserError(Exception):
+    """A mistake in the options or the data; main prints it as one line, no traceback."""
+
+
+def check_inputs(opt) -> None:
+    """Validate paths, the annotation and option combinations; resolves `--resume_path
+    latest` / `--auto_resume` in place. Raises UserError."""
+    if opt.no_train and opt.no_val and not (opt.inference or opt.retrieval):
+        raise UserError("nothing to do: --no_train and --no_val without --inference or --retrieval")
+    if opt.annotation_path is None:
+        raise UserError("--annotation_path is required (see dataset/README.md)")
+    if opt.video_path is None or not Path(opt.video_path).is_dir():
+        raise UserError(f"--video_path {opt.video_path} does not exist "
+                        "(run util_scripts/generate_video_hdf5.py first, see dataset/README.md)")
+    try:
+        check_n_classes(load_annotation(opt.annotation_path), opt.n_classes)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if opt.use_audio and (opt.audio_path is None or not Path(opt.audio_path).is_dir()):
+        raise UserError(f"--use_audio needs --audio_path with the audio features; {opt.audio_path} does not exist "
+                        "(unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
+    if opt.use_image and not opt.allow_untrained_teacher:
+        weights = Path(opt.image_teacher_weights) if opt.image_teacher_weights else default_weights_path()
+        if not weights.is_file():
+            raise UserError(f"ImageNet ResNet-34 weights not found at {weights}: put resnet34-b627a593.pth "
+                            f"there or pass --image_teacher_weights FILE")
+    if opt.pretrain_path is not None and not Path(opt.pretrain_path).is_file():
+        raise UserError(f"--pretrain_path {opt.pretrain_path} does not exist")
+    if opt.resume_path == "latest" or (opt.auto_resume and opt.resume_path is None):
+        found = latest_checkpoint(opt.result_path)
+        if found is None and opt.resume_path == "latest":
+            raise UserError(f"--resume_path latest: no save_*.pth in {opt.result_path}")
+        opt.resume_path = str(found) if found else None
+    if opt.resume_path is not None and not Path(opt.resume_path).is_file():
+        raise UserError(f"--resume_path {opt.resume_path} does not exist")
+    if opt.no_train and opt.resume_path is None and (opt.inference or opt.retrieval):
+        raise UserError("--no_train with --inference/--retrieval evaluates a trained model: pass --resume_path")
+    if opt.batch_size < 1 or opt.n_epochs < 0:
+        raise UserError("--batch_size must be ≥ 1 and --n_epochs ≥ 0")

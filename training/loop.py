@@ -1,0 +1,103 @@
+"""Epoch loops: training (any teacher list) and clip-level validation (SPEC §4)."""
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from training.batch import to_device_batch
+from training.distributed import all_reduce_sum, is_main_process
+from training.step import autocast_context, train_step
+from training.teachers import Teacher
+
+log = logging.getLogger("ccl")
+
+
+@dataclass
+class EpochSettings:
+    mean: list[float]
+    std: list[float]
+    sample_duration: int
+    loss_weight: float
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    seed: int
+    max_bad_samples: int
+    max_nonfinite_steps: int
+
+
+class TrainingStopped(RuntimeError):
+    """Raised when a run must stop: too many unreadable samples or non-finite steps."""
+
+
+def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
+                optimizers: list[torch.optim.Optimizer], settings: EpochSettings,
+                device: torch.device) -> dict[str, float]:
+    """One pass over `loader`; returns the epoch's mean loss terms, clip accuracy and counts.
+
+    The image teacher's frame is drawn once per batch from a generator seeded by
+    (seed, epoch), so every DDP rank and every resumed run draws the same frames.
+    """
+    student.train()
+    for teacher in teachers:
+        teacher.head.train()
+    frames = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
+    sums: dict[str, torch.Tensor] = {}
+    correct = torch.zeros((), device=device)
+    count = skipped = consecutive_skipped = no_audio = 0
+    bad: list[str] = []
+    progress = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not is_main_process(), dynamic_ncols=True)
+    for sample in progress:
+        if sample["bad"]:
+            bad.extend(sample["bad"])
+            for record in sample["bad"]:
+                log.warning("unreadable sample replaced: %s", record)
+            if len(bad) > settings.max_bad_samples:
+                raise TrainingStopped(f"{len(bad)} unreadable samples in epoch {epoch} "
+                                      f"(--max_bad_samples {settings.max_bad_samples}); first: {bad[:3]}")
+        frame_index = int(torch.randint(settings.sample_duration, (1,), generator=frames))
+        batch = to_device_batch(sample, device, settings.mean, settings.std, frame_index, settings.channels_last)
+        result = train_step(student, teachers, batch, optimizers, settings.loss_weight, settings.autocast_dtype)
+        no_audio += int((sample["audio_weight"] == 0).sum())
+        if not result.finite:
+            skipped += 1
+            consecutive_skipped += 1
+            log.warning("epoch %d: non-finite loss or gradient, step skipped", epoch)
+            if consecutive_skipped >= settings.max_nonfinite_steps:
+                raise TrainingStopped(f"{consecutive_skipped} consecutive non-finite steps in epoch {epoch} "
+                                      f"(--max_nonfinite_steps); the last good checkpoint is kept")
+            continue
+        consecutive_skipped = 0
+        for name, value in {"loss": result.loss, **result.terms}.items():
+            sums[name] = sums.get(name, 0) + value * result.count
+        correct += result.correct
+        count += result.count
+    summary = {name: float(total) / max(count, 1) for name, total in sums.items()}
+    summary["acc"] = float(correct) / max(count, 1)
+    summary.update(skipped_steps=skipped, bad_samples=len(bad), samples_without_audio=no_audio)
+    return summary
+
+
+def validate(student: nn.Module, loader, settings: EpochSettings, device: torch.device,
+             desc: str = "val") -> dict[str, float]:
+    """Clip-level cross-entropy and accuracy over every validation clip (SPEC §4).
+
+    Under DDP each clip is seen by exactly one rank (the sampler does not pad), and the
+    sums are reduced over ranks.
+    """
+    student.eval()
+    totals = torch.zeros(3, device=device, dtype=torch.float64)   # loss sum, correct, count
+    with torch.inference_mode():
+        for sample in tqdm(loader, desc=desc, leave=False, disable=not is_main_process(), dynamic_ncols=True):
+            batch = to_device_batch(sample, device, settings.mean, settings.std, 0, settings.channels_last)
+            with autocast_context(device, settings.autocast_dtype):
+                logits, _ = student(batch.clip)
+            logits = logits.float()
+            totals[0] += F.cross_entropy(logits, batch.target, reduction="sum")
+            totals[1] += (logits.argmax(1) == batch.target).sum()
+            totals[2] += batch.target.numel()
+    totals = all_reduce_sum(totals)
+    count = max(float(totals[2]), 1.0)
+    return {"loss": float(totals[0]) / count, "acc": float(totals[1]) / count}

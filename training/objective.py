@@ -1,0 +1,58 @@
+"""The CCL objective with the exact gradient routing of SPEC §3, in one backward pass."""
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from losses import symmetric_kl, symmetric_nce, weighted_cross_entropy
+from training.teachers import Teacher
+
+DIVERGENCE_WEIGHT = 0.5   # the original's JSDLoss(weight=0.5)
+
+
+@dataclass
+class TeacherInputs:
+    teacher: Teacher
+    features: Tensor          # t: (B, 512)
+    weight: Tensor | None     # (B,) 0/1 mask of samples taking part, None = all
+
+
+def ccl_objective(logits: Tensor, features: Tensor, target: Tensor,
+                  branches: list[TeacherInputs], loss_weight: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total loss whose single backward gives SPEC §3's gradients.
+
+    logits z_v: (B, C) and features v: (B, 512) of the student, over the whole (global) batch.
+    target: (B,) labels. branches: one entry per active teacher (empty = baseline).
+    loss_weight: w of CCL (AI); a single teacher uses weight 1 (SPEC §3).
+
+    Returns (L_v + Σ_T L_m(T), terms) with detached scalar terms for logging:
+      L_v = CE(z_v) + λ Σ_T ([C(v,m)+C(v,t)] + D(z_v,z_m))         (student and heads)
+      L_m(T) = CE(z_m) + [C(v,m)+C(m,t)] + D(z_v,z_m)               (heads only)
+    L_m is computed on a second head pass over the *detached* student outputs, so the
+    student receives ∇L_v only while each head receives ∇(L_m + L_v): what the original
+    obtained with one backward pass per optimizer.
+    """
+    distill_weight = 1.0 if len(branches) == 1 else loss_weight
+    ce = weighted_cross_entropy(logits, target)
+    student_loss = ce
+    head_loss = ce.new_zeros(())
+    terms = {"ce": ce.detach()}
+    v_frozen, z_frozen = features.detach(), logits.detach()
+    for branch in branches:
+        teacher, t, w, tau = branch.teacher, branch.features, branch.weight, branch.teacher.temperature
+        z_m, m = teacher.head(t, features)
+        contrast = symmetric_nce(features, m, target, tau, w) + symmetric_nce(features, t, target, tau, w)
+        divergence = DIVERGENCE_WEIGHT * symmetric_kl(logits, z_m, w)
+        student_loss = student_loss + distill_weight * (contrast + divergence)
+
+        z_m_head, m_head = teacher.head(t, v_frozen)
+        head_ce = weighted_cross_entropy(z_m_head, target, w)
+        head_contrast = (symmetric_nce(v_frozen, m_head, target, tau, w)
+                         + symmetric_nce(m_head, t, target, tau, w))
+        head_divergence = DIVERGENCE_WEIGHT * symmetric_kl(z_frozen, z_m_head, w)
+        head_loss = head_loss + head_ce + head_contrast + head_divergence
+
+        terms[f"{teacher.name}/contrast"] = contrast.detach()
+        terms[f"{teacher.name}/divergence"] = divergence.detach()
+        terms[f"{teacher.name}/head"] = (head_ce + head_contrast + head_divergence).detach()
+    terms["student"] = student_loss.detach()
+    return student_loss + head_loss, terms

@@ -1,0 +1,112 @@
+"""The training run: resume, epochs, validation, checkpoints and logs (SPEC §4)."""
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.checkpoint import (load_student_weights, save_training_state, set_rng_state,
+                                 training_state)
+from training.distributed import is_main_process
+from training.logs import EpochLog, TensorBoard, truncate_after
+from training.loop import EpochSettings, train_epoch, validate
+from training.teachers import Teacher, heads
+
+log = logging.getLogger("ccl")
+
+
+@dataclass
+class RunState:
+    student: nn.Module
+    teachers: list[Teacher]
+    optimizers: dict[str, torch.optim.Optimizer]
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    start_epoch: int = 1
+    best_acc: float = 0.0
+
+
+def restore(state: RunState, checkpoint: dict, path: Path, resume_training: bool) -> None:
+    """Student weights always; with `resume_training`, also heads, optimizers, scheduler,
+    epoch, best accuracy and RNG. Original-release checkpoints carry no heads: those
+    start fresh, with a warning."""
+    load_student_weights(state.student, checkpoint, path)
+    if not resume_training:
+        return
+    if "optimizer" in checkpoint:
+        state.optimizers["student"].load_state_dict(checkpoint["optimizer"])
+    if "scheduler" in checkpoint:
+        state.scheduler.load_state_dict(checkpoint["scheduler"])
+    saved_heads = checkpoint.get("heads", {})
+    for teacher in state.teachers:
+        if teacher.name in saved_heads:
+            teacher.head.load_state_dict(saved_heads[teacher.name])
+            state.optimizers[teacher.name].load_state_dict(checkpoint["head_optimizers"][teacher.name])
+        else:
+            log.warning("%s has no %s head: it starts from scratch", path, teacher.name)
+    state.start_epoch = checkpoint["epoch"] + 1
+    state.best_acc = checkpoint.get("best_acc", 0.0)
+    if "rng" in checkpoint:
+        set_rng_state(checkpoint["rng"])
+
+
+def seed_epoch(loader, seed: int, epoch: int) -> None:
+    """Make epoch `epoch` depend only on (seed, epoch): identical after a resume.
+
+    Shuffling, worker seeds (fresh workers every epoch) and main-process randomness are
+    all re-seeded here."""
+    torch.manual_seed(seed + epoch)
+    if hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed + epoch)
+
+
+def fit(opt, state: RunState, train_loader, val_loader, settings: EpochSettings,
+        device: torch.device, result_path: Path, arch: str) -> None:
+    """Epochs start_epoch..n_epochs: train, step the scheduler, validate every
+    `--val_freq`, keep `save_model.pth` (best clip accuracy), `save_<epoch>.pth` every
+    `--checkpoint` epochs and `save_last.pth` every epoch (for --auto_resume)."""
+    train_log, val_log = EpochLog(result_path / "train.log"), EpochLog(result_path / "val.log")
+    for path in (train_log.path, val_log.path):
+        truncate_after(path, state.start_epoch - 1)
+    board = TensorBoard(result_path, opt.tensorboard)
+    head_modules = heads(state.teachers)
+    optimizers = list(state.optimizers.values())
+    try:
+        for epoch in range(state.start_epoch, opt.n_epochs + 1):
+            lr = state.optimizers["student"].param_groups[0]["lr"]
+            if train_loader is not None:
+                seed_epoch(train_loader, opt.manual_seed, epoch)
+                summary = train_epoch(epoch, state.student, state.teachers, train_loader, optimizers,
+                                      settings, device)
+                state.scheduler.step()
+                train_log.write({"epoch": epoch, "loss": summary.pop("loss"), "acc": summary.pop("acc"),
+                                 "lr": lr, **summary})
+                board.scalars("train", {**summary, "lr": lr}, epoch)
+                log.info("epoch %d train: %s", epoch, _short(summary))
+            if val_loader is not None and epoch % opt.val_freq == 0:
+                metrics = validate(state.student, val_loader, settings, device)
+                val_log.write({"epoch": epoch, **metrics})
+                board.scalars("val", metrics, epoch)
+                log.info("epoch %d val: loss %.4f acc %.4f", epoch, metrics["loss"], metrics["acc"])
+                if metrics["acc"] > state.best_acc:
+                    state.best_acc = metrics["acc"]
+                    _save(state, epoch, head_modules, result_path, arch, "save_model")
+            if train_loader is None:
+                break
+            if epoch % opt.checkpoint == 0:
+                _save(state, epoch, head_modules, result_path, arch, f"save_{epoch}")
+            _save(state, epoch, head_modules, result_path, arch, "save_last")
+    finally:
+        board.close()
+
+
+def _save(state: RunState, epoch: int, head_modules, result_path: Path, arch: str, name: str) -> None:
+    if is_main_process():
+        save_training_state(result_path, training_state(epoch, arch, state.student, head_modules,
+                                                        state.optimizers, state.scheduler, state.best_acc), name)
+
+
+def _short(summary: dict) -> str:
+    return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items())

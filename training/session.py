@@ -1,0 +1,114 @@
+"""Assemble one run from the options: datasets, student, teachers, optimizers, resume,
+wrappers; then train/validate and hand the student to evaluation."""
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from datasets import VideoDataset, build_loader
+from models import build_student, load_image_teacher
+from models.image_teacher import calibrate_batchnorm
+from opts import SUBSETS
+from training.checkpoint import load_checkpoint, unwrap
+from training.distributed import is_distributed, world_size
+from training.logs import write_options
+from training.loop import EpochSettings
+from training.optim import make_optimizers, make_scheduler
+from training.runner import RunState, fit, restore
+from training.teachers import build_teachers, heads
+
+log = logging.getLogger("ccl")
+
+
+def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
+    return VideoDataset(opt.video_path, opt.annotation_path, subset, mode=mode,
+                        sample_duration=opt.sample_duration, sample_size=opt.sample_size,
+                        audio_path=opt.audio_path if opt.use_audio else None,
+                        n_val_clips=opt.n_val_samples, inference_stride=opt.inference_stride,
+                        t_stride=opt.sample_t_stride,
+                        crop_scale=(opt.train_crop_min_scale, 1.0),
+                        crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
+                        hflip=not opt.no_hflip, strict=opt.strict_data)
+
+
+def per_rank(batch_size: int) -> int:
+    if batch_size % world_size():
+        raise ValueError(f"--batch_size {batch_size} must be divisible by the {world_size()} processes")
+    return batch_size // world_size()
+
+
+def epoch_settings(opt, device: torch.device, n_train_items: int) -> EpochSettings:
+    exact = opt.exact or device.type != "cuda"
+    max_bad = opt.max_bad_samples if opt.max_bad_samples is not None else max(1, n_train_items // 100)
+    return EpochSettings(mean=opt.mean, std=opt.std, sample_duration=opt.sample_duration,
+                         loss_weight=opt.loss_weight,
+                         autocast_dtype=None if exact else torch.bfloat16,
+                         channels_last=not exact, seed=opt.manual_seed,
+                         max_bad_samples=max_bad, max_nonfinite_steps=opt.max_nonfinite_steps)
+
+
+def wrap_student(student: nn.Module, opt, device: torch.device) -> nn.Module:
+    """DDP under torchrun, DataParallel on several visible GPUs (the paper's setup),
+    then torch.compile when asked."""
+    if is_distributed():
+        student = nn.parallel.DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None)
+    elif device.type == "cuda" and torch.cuda.device_count() > 1:
+        student = nn.DataParallel(student)
+    if opt.compile:
+        student = torch.compile(student)
+    return student
+
+
+def image_teacher(opt, train_loader, settings: EpochSettings, device: torch.device):
+    """The frozen ResNet-34; in demo/test mode an untrained one whose BatchNorm statistics
+    are calibrated on real training frames so its features stay finite (SPEC §2)."""
+    network = load_image_teacher(opt.image_teacher_weights, allow_untrained=opt.allow_untrained_teacher)
+    if opt.allow_untrained_teacher and train_loader is not None:
+        from datasets import normalize_clip
+        clip = normalize_clip(next(iter(train_loader))["clip"], settings.mean, settings.std)
+        calibrate_batchnorm(network, clip.transpose(1, 2).flatten(0, 1))
+    return network.to(device)
+
+
+def run(opt, device: torch.device) -> dict:
+    """Train/validate as the options say, then infer/retrieve/report. Returns the last
+    validation metrics and any evaluation results."""
+    from evaluation.pipeline import evaluate
+    result_path = Path(opt.result_path)
+    write_options(result_path, opt)
+    torch.manual_seed(opt.manual_seed)
+    batch = per_rank(opt.batch_size)
+    train_loader = val_loader = None
+    if not opt.no_train:
+        train_set = make_dataset(opt, SUBSETS["train"], "train")
+        train_loader = build_loader(train_set, batch, shuffle=True, n_threads=opt.n_threads,
+                                    distributed=is_distributed(), drop_last=is_distributed(),
+                                    seed=opt.manual_seed)
+        if opt.use_audio:
+            log.info("%d of %d training videos have no audio feature", train_set.n_no_audio, train_set.n_videos)
+    if not opt.no_val:
+        val_loader = build_loader(make_dataset(opt, SUBSETS["val"], "val"), batch, shuffle=False,
+                                  n_threads=opt.n_threads, distributed=is_distributed())
+    settings = epoch_settings(opt, device, len(train_loader.dataset) if train_loader else 0)
+
+    student = build_student(opt.model, opt.model_depth, opt.n_classes, opt.pretrain_path).to(device)
+    if settings.channels_last:
+        student = student.to(memory_format=torch.channels_last_3d)
+    network = image_teacher(opt, train_loader, settings, device) if opt.use_image else None
+    teachers = build_teachers(opt.use_audio, opt.use_image, opt.n_classes, network, opt.image_size, device)
+    optimizers = make_optimizers(student, heads(teachers), opt, fused=device.type == "cuda")
+    state = RunState(student, teachers, optimizers, make_scheduler(optimizers["student"], opt))
+    if opt.resume_path:
+        restore(state, load_checkpoint(Path(opt.resume_path)), Path(opt.resume_path),
+                resume_training=not opt.no_train)
+        log.info("resumed from %s (next epoch %d)", opt.resume_path, state.start_epoch)
+    arch = f"{opt.model}-{opt.model_depth}"
+    state.student = wrap_student(student, opt, device)
+    if train_loader is not None or val_loader is not None:
+        fit(opt, state, train_loader, val_loader, settings, device, result_path, arch)
+    results = {"best_val_acc": state.best_acc}
+    if opt.inference or opt.retrieval or opt.report:
+        results.update(evaluate(opt, unwrap(state.student), settings, device))
+    return results

@@ -1,0 +1,53 @@
+"""Top-k video accuracy of a val.json (SPEC §4), the original 3D-ResNets-PyTorch tool.
+
+    python util_scripts/eval_accuracy.py GT.json val.json --subset validation -k 1 --ignore
+
+GT.json is the annotation JSON; val.json the inference output. Prints the accuracy as a
+fraction; `--save` also writes it to `<val.json stem>_top<k>.txt` beside val.json.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a file: make the repository root importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.accuracy import (AccuracyResult, load_ground_truth, load_predictions,
+                                 top_k_accuracy)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ground_truth_path", type=Path, help="annotation JSON")
+    parser.add_argument("result_path", type=Path, help="val.json written by inference")
+    parser.add_argument("-k", type=int, default=1, help="top-k")
+    parser.add_argument("--subset", type=str, default="validation")
+    parser.add_argument("--save", action="store_true",
+                        help="write the accuracy to <val.json stem>_top<k>.txt")
+    parser.add_argument("--ignore", action="store_true",
+                        help="ignore ground-truth videos missing from val.json "
+                             "(otherwise they count as wrong)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> AccuracyResult:
+    args = parse_args(argv)
+    try:
+        ground_truth, _ = load_ground_truth(args.ground_truth_path, args.subset)
+        predictions = load_predictions(args.result_path)
+        result = top_k_accuracy(ground_truth, predictions, args.k, args.ignore)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(f"number of ground truth: {len(ground_truth)}")
+    print(f"number of result: {len(predictions)}")
+    print(f"videos counted: {result.n_ground_truth}")
+    print(f"top-{args.k} accuracy: {result.accuracy}")
+    if args.save:
+        out = args.result_path.parent / f"{args.result_path.stem}_top{args.k}.txt"
+        out.write_text(f"{result.accuracy}\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
