@@ -50,7 +50,8 @@ class ReferenceDataset(Dataset):
             data = f["video"]
             frames = [Image.open(io.BytesIO(data[k - 1])) for k in self.ours.frame_numbers(index)]
         frames = [img.convert("RGB") for img in frames]
-        top, left, h, w = RandomResizedCrop.get_params(frames[0], list(self.scale), list(self.ratio))
+        top, left, h, w = RandomResizedCrop.get_params(frames[0], list(self.scale),
+                                                       list(self.ratio))
         flip = random.random() < 0.5
         clip = []
         for img in frames:

@@ -48,7 +48,8 @@ def load_annotation(path: str | Path) -> Annotation:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a valid JSON file ({e})") from None
     if not isinstance(data, dict) or "labels" not in data or "database" not in data:
-        raise ValueError(f"{path}: an annotation JSON needs the keys 'labels' and 'database' (SPEC §1)")
+        raise ValueError(f"{path}: an annotation JSON needs the keys 'labels' and 'database' "
+                         f"(SPEC §1)")
     labels, database = data["labels"], data["database"]
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise ValueError(f"{path}: 'labels' must be a list of class names")
@@ -143,8 +144,8 @@ def _label_and_stem(annotation: Annotation, class_index: dict[str, int], sample_
     stem = entry.get("video")
     if stem is None:
         if name is None:
-            raise ValueError(f"{annotation.path}: unlabeled sample {sample_id} needs a 'video' entry "
-                             f"(the HDF5 path stem)")
+            raise ValueError(f"{annotation.path}: unlabeled sample {sample_id} needs a 'video' "
+                             f"entry (the HDF5 path stem)")
         stem = f"{name}/{sample_id}"
     return label, stem
 

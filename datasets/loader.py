@@ -17,7 +17,10 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, n_threads: in
                  ) -> DataLoader:
     """A DataLoader over `dataset` with the `collate` of this package.
 
-    n_threads: worker processes (persistent between epochs); 0 loads in the calling process.
+    n_threads: worker processes; 0 loads in the calling process. Workers persist between
+        epochs only for evaluation (shuffle=False): training workers are started afresh each
+        epoch so that the epoch's augmentation depends on (seed, epoch) alone, which makes a
+        resumed run identical to an uninterrupted one (see training.runner.seed_epoch).
     distributed: shuffle=True (training) uses torch's DistributedSampler (call
         `loader.sampler.set_epoch(epoch)` each epoch); shuffle=False (validation, inference)
         uses OrderedDistributedSampler, which gives every item to exactly one rank.
@@ -35,7 +38,7 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, n_threads: in
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
         num_workers=n_threads, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last, persistent_workers=n_threads > 0,
+        drop_last=drop_last, persistent_workers=n_threads > 0 and not shuffle,
         worker_init_fn=_seed_worker if n_threads > 0 else None, generator=generator)
 
 

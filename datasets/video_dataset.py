@@ -32,9 +32,9 @@ class VideoDataset(Dataset):
     reproduces a run. An unreadable sample is replaced by a random other item (at most
     `max_retries` tries); the item's `bad` list says what was replaced and why.
 
-    Attributes: `labels` class names; `video_ids`, `video_labels` (-1 unlabeled), per video;
-    `n_videos`; `n_no_audio` videos without an audio feature; `item_video_index` (len(self),)
-    the video of each item.
+    Attributes: `labels` class names; per video `video_ids`, `video_labels` (-1 unlabeled),
+    `hdf5_files`, `audio_files` (None: no audio), `segments`; `n_videos`; `n_no_audio` videos
+    without an audio feature; `item_video_index` (len(self),) the video of each item.
     """
 
     def __init__(self, video_path: str | Path, annotation_path: str | Path, subset: str,
@@ -54,7 +54,7 @@ class VideoDataset(Dataset):
         self.video_ids = [s.sample_id for s in samples]
         self.video_labels = [s.label for s in samples]
         self.n_videos = len(samples)
-        self.n_no_audio = sum(s.audio_file is None for s in samples) if audio_path else self.n_videos
+        self.n_no_audio = sum(s.audio_file is None for s in samples)
         self.mode = mode
         self.sample_duration = sample_duration
         self.t_stride = t_stride

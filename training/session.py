@@ -84,7 +84,7 @@ def run(opt, device: torch.device) -> dict:
     if not opt.no_train:
         train_set = make_dataset(opt, SUBSETS["train"], "train")
         train_loader = build_loader(train_set, batch, shuffle=True, n_threads=opt.n_threads,
-                                    distributed=is_distributed(), drop_last=is_distributed(),
+                                    distributed=is_distributed(), drop_last=False,
                                     seed=opt.manual_seed)
         if opt.use_audio:
             log.info("%d of %d training videos have no audio feature", train_set.n_no_audio, train_set.n_videos)

@@ -28,6 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from models.cnn14 import (CheckpointError, Cnn14Emb512, load_official_state_dict,
                           read_official_state_dict)
 

@@ -1,0 +1,21 @@
+"""Shared fixtures: a tiny dataset in the real on-disk formats, built once per session."""
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> dict[str, Path]:
+    """The demo dataset at its smallest: encoded videos → HDF5, annotation JSON, audio .npy."""
+    from demo.data import build_demo_dataset
+    return build_demo_dataset(tmp_path_factory.mktemp("tiny") / "data", train_per_class=3, val_per_class=1)
+
+
+def tiny_run_options(data: dict[str, Path], result_path: Path, *extra: str) -> list[str]:
+    """main.py options for a seconds-long CPU run on `tiny_dataset`."""
+    return ["--video_path", str(data["video_path"]), "--audio_path", str(data["audio_path"]),
+            "--annotation_path", str(data["annotation_path"]), "--result_path", str(result_path),
+            "--n_classes", "6", "--sample_size", "32", "--sample_duration", "8", "--batch_size", "6",
+            "--n_threads", "0", "--no_cuda", "--learning_rate", "0.01", "--no-tensorboard", *extra]
