@@ -201,7 +201,7 @@ def measure(args: argparse.Namespace) -> dict:
     ms = 1000 * elapsed / args.steps
     return {"impl": args.impl, "config": args.config, "batch_size": args.batch_size,
             "device": args.device, "mode": mode_of(args), "ms_per_step": round(ms, 3),
-            "clips_per_s": round(args.batch_size * 1000 / ms, 2), "peak_mem_gb": round(peak, 3),
+            "clips_per_s": float(f"{args.batch_size * 1000 / ms:.4g}"), "peak_mem_gb": round(peak, 3),
             "peak_mem_kind": peak_kind, "torch": torch.__version__, "device_name": device_name(device),
             "steps": args.steps, "warmup": args.warmup, "sample_size": args.sample_size,
             "sample_duration": args.sample_duration, "n_classes": args.n_classes}
