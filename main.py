@@ -10,8 +10,10 @@ from pathlib import Path
 import torch
 
 from opts import parse_opts
+from training.checkpoint import CheckpointWriteError
 from training.distributed import init_from_environment, is_main_process
 from training.inputs import UserError, check_inputs
+from training.loop import TrainingStopped
 
 log = logging.getLogger("ccl")
 
@@ -52,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (TrainingStopped, CheckpointWriteError) as e:
+        # The run started but cannot go on; the newest checkpoint on disk is complete.
+        print(f"error: training stopped: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

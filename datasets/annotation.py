@@ -42,7 +42,8 @@ def load_annotation(path: str | Path) -> Annotation:
     """Read and validate the annotation JSON; every problem is a one-line error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} does not exist (--annotation_path)")
+        raise FileNotFoundError(f"annotation file {path} does not exist (--annotation_path; build "
+                                f"it with util_scripts/ucf101_json.py, see dataset/README.md)")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -116,10 +117,11 @@ def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
         if not ids:
             continue
         message = (f"{annotation.path}: {len(ids)} of {len(entries)} {subset!r} samples {why} "
-                   f"and are left out (first: {', '.join(ids[:5])})")
+                   f"(first: {', '.join(ids[:5])})")
         if strict:
-            raise FileNotFoundError(message)
-        warnings.warn(message, stacklevel=2)
+            raise FileNotFoundError(f"{message}; --strict_data makes this an error: supply those "
+                                    f"videos or drop --strict_data to leave them out")
+        warnings.warn(f"{message} and are left out", stacklevel=2)
     if not samples:
         raise FileNotFoundError(f"{annotation.path}: none of the {subset!r} samples could be "
                                 f"found under {video_path} (check --video_path)")

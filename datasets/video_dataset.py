@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .annotation import load_annotation, resolve_samples
-from .audio import load_audio_feature
+from .audio import load_audio_feature, read_audio_array
 from .hdf5_clip import BadSampleError, read_frames
 from .spatial import ClipCenterCrop, ClipRandomResizedCrop
 from .temporal import clip_at, even_starts, frame_list, random_start, window_starts
@@ -27,6 +27,9 @@ class VideoDataset(Dataset):
     mode "inference": non-overlapping windows (stride `inference_stride`, last loop padded),
         each an item; resize + center crop.
     `t_stride` takes every k-th frame before any of the above (--sample_t_stride).
+
+    Every audio feature file is read and checked here (a broken one is a ValueError naming
+    it), so a bad file stops the run before training rather than inside a loader worker.
 
     Randomness comes from the torch RNG, which DataLoader seeds per worker, so a fixed seed
     reproduces a run. An unreadable sample is replaced by a random other item (at most
@@ -62,6 +65,9 @@ class VideoDataset(Dataset):
         self.hdf5_files = [s.hdf5_file for s in samples]
         self.audio_files = [s.audio_file for s in samples]
         self.segments = [s.segment for s in samples]
+        for audio_file in self.audio_files:
+            if audio_file is not None:
+                read_audio_array(audio_file)
 
         if mode == "train":
             self.spatial = ClipRandomResizedCrop(sample_size, crop_scale, crop_ratio, hflip)

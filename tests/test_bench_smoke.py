@@ -23,6 +23,16 @@ KEYS = {"impl", "config", "batch_size", "device", "mode", "ms_per_step", "clips_
 N_CLASSES = 51
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The 2 shared cores are oversubscribed: OpenMP barriers across 2 threads then cost
+    several times the arithmetic of these tiny steps."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("impl, mode", [("ours", "default"), ("original", "exact")])
 def test_one_cell_prints_one_json_line(impl, mode, capsys):
     assert bench_train_step.main([*TINY, "--config", "ai", "--impl", impl]) == 0

@@ -22,10 +22,15 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
+
+
 def atomic_save(obj, path: Path) -> None:
     """torch.save to `<path>.tmp`, fsync, rename: the file at `path` is always complete.
 
-    A failure (disk full, kill) leaves the previous file at `path` untouched.
+    A failure (disk full, kill) leaves the previous file at `path` untouched; an OSError
+    becomes a CheckpointWriteError naming the file.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -37,8 +42,8 @@ def atomic_save(obj, path: Path) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise OSError(f"could not write checkpoint {path}: {e.strerror or e} "
-                      f"(free disk space or change --result_path); the previous checkpoint is intact") from e
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {e.strerror or e} (free disk "
+                                   f"space or change --result_path); the previous checkpoint is intact") from e
 
 
 def rng_state() -> dict:

@@ -3,11 +3,12 @@
 Under DistributedDataParallel every loss must see the global batch, as the paper's
 DataParallel runs did: features are gathered from all ranks *with* their gradients.
 """
+import itertools
 import os
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def is_distributed() -> bool:
@@ -55,7 +56,9 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.contiguous()
+        # A copy: autograd may hand the same gradient tensor to other branches of the
+        # graph, which an in-place all_reduce would silently scale by the world size.
+        grad = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(grad)
         start = dist.get_rank() * ctx.batch
         return grad[start:start + ctx.batch]
@@ -77,3 +80,18 @@ def all_reduce_sum(x: Tensor) -> Tensor:
     if is_distributed():
         dist.all_reduce(x)
     return x
+
+
+@torch.no_grad()
+def broadcast_from_main(module: nn.Module) -> None:
+    """Overwrite every rank's parameters and buffers of `module` with rank 0's (in place).
+
+    For modules outside DistributedDataParallel (the composition heads, the frozen image
+    teacher): their gradients come from the identical global loss on every rank, so they
+    stay identical only if they start identical, whatever each rank's RNG did before.
+    Without a process group, does nothing.
+    """
+    if not is_distributed():
+        return
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        dist.broadcast(tensor.data, src=0)

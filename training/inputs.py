@@ -37,10 +37,12 @@ def check_inputs(opt) -> None:
     if opt.resume_path == "latest" or (opt.auto_resume and opt.resume_path is None):
         found = latest_checkpoint(opt.result_path)
         if found is None and opt.resume_path == "latest":
-            raise UserError(f"--resume_path latest: no save_*.pth in {opt.result_path}")
+            raise UserError(f"--resume_path latest: no save_*.pth in {opt.result_path} "
+                            f"(check --result_path, or use --auto_resume to start afresh when there is none)")
         opt.resume_path = str(found) if found else None
     if opt.resume_path is not None and not Path(opt.resume_path).is_file():
-        raise UserError(f"--resume_path {opt.resume_path} does not exist")
+        raise UserError(f"--resume_path {opt.resume_path} does not exist (pass a save_<epoch>.pth file, "
+                        f"or 'latest' for the newest in --result_path)")
     if opt.no_train and opt.resume_path is None and (opt.inference or opt.retrieval):
         raise UserError("--no_train with --inference/--retrieval evaluates a trained model: pass --resume_path")
     if opt.batch_size < 1 or opt.n_epochs < 0:

@@ -1,5 +1,6 @@
 """Epoch loops: training (any teacher list) and clip-level validation (SPEC §4)."""
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -55,8 +56,7 @@ def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
             for record in sample["bad"]:
                 log.warning("unreadable sample replaced: %s", record)
             if len(bad) > settings.max_bad_samples:
-                raise TrainingStopped(f"{len(bad)} unreadable samples in epoch {epoch} "
-                                      f"(--max_bad_samples {settings.max_bad_samples}); first: {bad[:3]}")
+                raise TrainingStopped(bad_samples_summary(bad, epoch, settings.max_bad_samples))
         frame_index = int(torch.randint(settings.sample_duration, (1,), generator=frames))
         batch = to_device_batch(sample, device, settings.mean, settings.std, frame_index, settings.channels_last)
         result = train_step(student, teachers, batch, optimizers, settings.loss_weight, settings.autocast_dtype)
@@ -67,17 +67,29 @@ def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
             log.warning("epoch %d: non-finite loss or gradient, step skipped", epoch)
             if consecutive_skipped >= settings.max_nonfinite_steps:
                 raise TrainingStopped(f"{consecutive_skipped} consecutive non-finite steps in epoch {epoch} "
-                                      f"(--max_nonfinite_steps); the last good checkpoint is kept")
+                                      f"(--max_nonfinite_steps {settings.max_nonfinite_steps}); the last "
+                                      f"good checkpoint (save_last.pth) is kept: lower --learning_rate "
+                                      f"or check the data, then --auto_resume")
             continue
         consecutive_skipped = 0
         for name, value in {"loss": result.loss, **result.terms}.items():
             sums[name] = sums.get(name, 0) + value * result.count
         correct += result.correct
         count += result.count
-    summary = {name: float(total) / max(count, 1) for name, total in sums.items()}
+    # An epoch whose every step was skipped has no loss: NaN, rather than no column at all.
+    summary = {"loss": math.nan} | {name: float(total) / max(count, 1) for name, total in sums.items()}
     summary["acc"] = float(correct) / max(count, 1)
     summary.update(skipped_steps=skipped, bad_samples=len(bad), samples_without_audio=no_audio)
     return summary
+
+
+def bad_samples_summary(bad: list[str], epoch: int, limit: int) -> str:
+    """One line naming the unreadable files (records are `"<file>: <reason>"`)."""
+    files = list(dict.fromkeys(record.split(": ", 1)[0] for record in bad))
+    more = f" and {len(files) - 5} more" if len(files) > 5 else ""
+    return (f"{len(bad)} unreadable samples in epoch {epoch}, more than --max_bad_samples {limit}; "
+            f"files: {', '.join(files[:5])}{more} (first: {bad[0]}); "
+            f"re-convert or remove them, or raise --max_bad_samples")
 
 
 def validate(student: nn.Module, loader, settings: EpochSettings, device: torch.device,

@@ -6,12 +6,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datasets import VideoDataset, build_loader
+from datasets import VideoDataset, build_loader, normalize_clip
 from models import build_student, load_image_teacher
 from models.image_teacher import calibrate_batchnorm
 from opts import SUBSETS
 from training.checkpoint import load_checkpoint, unwrap
 from training.distributed import is_distributed, world_size
+from training.inputs import UserError
 from training.logs import write_options
 from training.loop import EpochSettings
 from training.optim import make_optimizers, make_scheduler
@@ -22,14 +23,19 @@ log = logging.getLogger("ccl")
 
 
 def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
-    return VideoDataset(opt.video_path, opt.annotation_path, subset, mode=mode,
-                        sample_duration=opt.sample_duration, sample_size=opt.sample_size,
-                        audio_path=opt.audio_path if opt.use_audio else None,
-                        n_val_clips=opt.n_val_samples, inference_stride=opt.inference_stride,
-                        t_stride=opt.sample_t_stride,
-                        crop_scale=(opt.train_crop_min_scale, 1.0),
-                        crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
-                        hflip=not opt.no_hflip, strict=opt.strict_data)
+    """The dataset of one subset; what is wrong with the data files (missing videos under
+    --strict_data, broken audio features) is a UserError, raised before any model exists."""
+    try:
+        return VideoDataset(opt.video_path, opt.annotation_path, subset, mode=mode,
+                            sample_duration=opt.sample_duration, sample_size=opt.sample_size,
+                            audio_path=opt.audio_path if opt.use_audio else None,
+                            n_val_clips=opt.n_val_samples, inference_stride=opt.inference_stride,
+                            t_stride=opt.sample_t_stride,
+                            crop_scale=(opt.train_crop_min_scale, 1.0),
+                            crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
+                            hflip=not opt.no_hflip, strict=opt.strict_data)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
 
 
 def per_rank(batch_size: int) -> int:
@@ -46,6 +52,15 @@ def epoch_settings(opt, device: torch.device, n_train_items: int) -> EpochSettin
                          autocast_dtype=None if exact else torch.bfloat16,
                          channels_last=not exact, seed=opt.manual_seed,
                          max_bad_samples=max_bad, max_nonfinite_steps=opt.max_nonfinite_steps)
+
+
+def configure_backends(device: torch.device, exact: bool) -> None:
+    """cuDNN autotuning always; TF32 only outside `--exact`, whose fp32 must be real fp32."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = not exact
+    torch.backends.cudnn.allow_tf32 = not exact
 
 
 def wrap_student(student: nn.Module, opt, device: torch.device) -> nn.Module:
@@ -66,7 +81,6 @@ def image_teacher(opt, train_loader, settings: EpochSettings, device: torch.devi
     are calibrated on real training frames so its features stay finite (SPEC §2)."""
     network = load_image_teacher(opt.image_teacher_weights, allow_untrained=opt.allow_untrained_teacher)
     if opt.allow_untrained_teacher and train_loader is not None:
-        from datasets import normalize_clip
         clip = normalize_clip(next(iter(train_loader))["clip"], settings.mean, settings.std)
         calibrate_batchnorm(network, clip.transpose(1, 2).flatten(0, 1))
     return network.to(device)
@@ -92,6 +106,7 @@ def run(opt, device: torch.device) -> dict:
         val_loader = build_loader(make_dataset(opt, SUBSETS["val"], "val"), batch, shuffle=False,
                                   n_threads=opt.n_threads, distributed=is_distributed())
     settings = epoch_settings(opt, device, len(train_loader.dataset) if train_loader else 0)
+    configure_backends(device, exact=settings.autocast_dtype is None)
 
     student = build_student(opt.model, opt.model_depth, opt.n_classes, opt.pretrain_path).to(device)
     if settings.channels_last:
@@ -101,8 +116,11 @@ def run(opt, device: torch.device) -> dict:
     optimizers = make_optimizers(student, heads(teachers), opt, fused=device.type == "cuda")
     state = RunState(student, teachers, optimizers, make_scheduler(optimizers["student"], opt))
     if opt.resume_path:
-        restore(state, load_checkpoint(Path(opt.resume_path)), Path(opt.resume_path),
-                resume_training=not opt.no_train)
+        try:
+            restore(state, load_checkpoint(Path(opt.resume_path)), Path(opt.resume_path),
+                    resume_training=not opt.no_train)
+        except ValueError as e:   # unreadable file, or one of another --model / --n_classes
+            raise UserError(str(e)) from None
         log.info("resumed from %s (next epoch %d)", opt.resume_path, state.start_epoch)
     arch = f"{opt.model}-{opt.model_depth}"
     state.student = wrap_student(student, opt, device)
