@@ -188,15 +188,21 @@ def measure(args: argparse.Namespace) -> dict:
     frames = torch.Generator().manual_seed(SEED)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    total = args.warmup + args.steps
-    for i in tqdm(range(total), desc=f"{args.impl} {args.config} {mode_of(args)}", leave=False,
-                  disable=None):
-        if i == args.warmup:
-            synchronize(device)
-            start = time.perf_counter()
-        step(batches[i % BATCH_POOL], int(torch.randint(args.sample_duration, (1,), generator=frames)))
+    progress = tqdm(total=args.warmup + args.steps, desc=f"{args.impl} {args.config} {mode_of(args)}",
+                    leave=False, disable=None)
+
+    def run(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            step(batches[i % BATCH_POOL], int(torch.randint(args.sample_duration, (1,), generator=frames)))
+            progress.update()
+
+    run(0, args.warmup)
+    synchronize(device)
+    start = time.perf_counter()
+    run(args.warmup, args.steps)
     synchronize(device)
     elapsed = time.perf_counter() - start
+    progress.close()
     peak, peak_kind = peak_memory_gb(device)
     ms = 1000 * elapsed / args.steps
     return {"impl": args.impl, "config": args.config, "batch_size": args.batch_size,

@@ -58,6 +58,8 @@ def train_step(student: nn.Module, teachers: list[Teacher], batch: Batch,
         loss, terms = ccl_objective(logits, features, target, branches, loss_weight)
     loss.backward()
     parameters = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
+    # One host sync per step. Fused SGD's device-side `found_inf` would avoid it, but in
+    # torch 2.14 a skipped first step leaves its momentum buffer uninitialised.
     finite = bool(torch.isfinite(loss.detach()) & gradients_finite(parameters).to(device))
     if finite:
         for optimizer in optimizers:
