@@ -17,6 +17,10 @@ from .temporal import clip_at, even_starts, frame_list, random_start, window_sta
 Mode = Literal["train", "val", "inference"]
 
 
+class UnreadableDataError(RuntimeError):
+    """Every try at finding a readable replacement for a sample failed."""
+
+
 class VideoDataset(Dataset):
     """Clips of the videos of one annotation subset, as DESIGN.md dataset items.
 
@@ -113,8 +117,8 @@ class VideoDataset(Dataset):
                 continue
             item["bad"] = bad
             return item
-        raise RuntimeError(f"{len(bad)} unreadable samples in a row, the last: {bad[-1]} "
-                           f"(check the HDF5 files under the video path)")
+        raise UnreadableDataError(f"{len(bad)} unreadable samples in a row, the last: {bad[-1]} "
+                                  f"(check the HDF5 files under the video path)")
 
     def _other_index(self, index: int) -> int:
         """A uniformly drawn item other than `index` (itself only when it is the only one)."""

@@ -29,8 +29,8 @@ import torch
 import main
 import training.checkpoint
 import training.session
-from tests.conftest import REPO, tiny_run_options
 from models import build_student
+from tests.conftest import REPO, tiny_run_options
 from training.checkpoint import latest_checkpoint
 
 # Smaller clips than tiny_run_options: three ~0.2 s steps per epoch on one CPU core.
@@ -69,6 +69,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def drop_checkpoints(tmp_path):
+    """Each checkpoint of the real student is ~120 MB: remove them once a test is done."""
+    yield
+    for path in tmp_path.rglob("*.pth"):
+        path.unlink()
 
 
 @contextlib.contextmanager
@@ -248,6 +256,16 @@ def test_too_many_unreadable_samples_stop_the_run_naming_the_files(data, tmp_pat
     assert not list(result.glob("save_*.pth"))
 
 
+@pytest.mark.parametrize("n_threads", ["0", "1"])
+def test_a_dataset_with_nothing_readable_stops_the_run_in_one_line(data, tmp_path, capsys, n_threads):
+    for path in data["video_path"].rglob("*.hdf5"):
+        path.write_bytes(b"not an HDF5 file")
+    code, lines = run_main(capsys, data, tmp_path / "result", "--n_threads", n_threads)
+    assert_one_line_error(code, lines, "unreadable samples in a row", "cannot read HDF5", str(data["video_path"]),
+                          code_wanted=1, alone=False)
+    assert lines[-1].startswith("error: training stopped: 11 unreadable samples in a row, the last: ")
+
+
 # --- audio gaps and degenerate batches --------------------------------------------------------
 
 def test_missing_audio_is_counted_and_the_run_completes(data, tmp_path, capsys):
@@ -363,25 +381,25 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(data, tmp_path, ca
 
 
 def launch(data, result: Path, log: Path, *extra: str) -> subprocess.Popen:
-    """`python main.py` for 4 epochs of CCL (A), a checkpoint every epoch."""
-    args = tiny_run_options(data, result, *FAST, "--n_epochs", "4", "--checkpoint", "1", "--use_audio", *extra)
+    """`python main.py`: 4 epochs of CCL (A), `save_<epoch>.pth` every 2 epochs."""
+    args = tiny_run_options(data, result, *FAST, "--n_epochs", "4", "--checkpoint", "2", "--use_audio", *extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with open(log, "ab") as stderr:
         return subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=stderr)
 
 
-def kill_after_new_checkpoint(process: subprocess.Popen, last: Path, delay: float) -> None:
-    """SIGKILL `process` `delay` seconds after `last` is (re)written."""
-    before = last.stat().st_mtime_ns if last.exists() else None
+def wait_for(process: subprocess.Popen, ready, what: str) -> None:
     start = time.monotonic()
-    while not last.exists() or last.stat().st_mtime_ns == before:
-        assert process.poll() is None, "the run ended before writing a new checkpoint"
-        assert time.monotonic() - start < 240, "no checkpoint after 240 s"
-        time.sleep(0.02)
-    time.sleep(delay)
+    while not ready():
+        assert process.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() - start < 240, f"no {what} after 240 s"
+        time.sleep(0.002)
+
+
+def kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL, "the run had finished before the kill"
 
 
 def assert_checkpoints_complete(result: Path) -> None:
@@ -394,32 +412,58 @@ def assert_checkpoints_complete(result: Path) -> None:
     assert latest_checkpoint(result).suffix == ".pth"
 
 
-def test_killed_runs_resume_to_the_uninterrupted_result(data, tmp_path):
+@pytest.fixture
+def launched():
+    """Processes started by a test; any still running at its end (a failure) are killed."""
+    processes: list[subprocess.Popen] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_killed_runs_resume_to_the_uninterrupted_result(data, tmp_path, launched):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     log = tmp_path / "stderr.txt"
-    reference = launch(data, straight, log)          # runs alongside the interrupted one
-    delays = random.Random(0)
+    reference = launch(data, straight, log)          # runs alongside the interrupted ones
+    launched.append(reference)
+    last = killed / "save_last.pth"
+
+    # Kill 1, in the middle of a checkpoint file write (the first save_last.pth is complete).
     process = launch(data, killed, log)
-    kill_after_new_checkpoint(process, killed / "save_last.pth", delays.uniform(0, 0.8))
+    launched.append(process)
+    wait_for(process, last.exists, "the first checkpoint")
+    wait_for(process, lambda: any(killed.glob("*.tmp")), "a second checkpoint write")
+    kill(process)
     assert_checkpoints_complete(killed)
-    # What a kill in the middle of torch.save leaves behind: must be ignored, then overwritten.
+    assert torch.load(last, weights_only=False)["epoch"] <= 2
+    # As a kill inside torch.save leaves them (whether or not this one did): ignored, overwritten.
     (killed / "save_last.pth.tmp").write_bytes(b"PK\x03\x04 torn")
     (killed / "save_9.pth.tmp").write_bytes(b"PK\x03\x04 torn")
 
+    # Kill 2, at a random moment of the epoch after the resumed run's first checkpoint.
     process = launch(data, killed, log, "--auto_resume")
-    kill_after_new_checkpoint(process, killed / "save_last.pth", delays.uniform(0, 0.8))
+    launched.append(process)
+    saved = last.stat().st_mtime_ns
+    wait_for(process, lambda: last.stat().st_mtime_ns != saved, "a checkpoint after the resume")
+    delay = random.uniform(0, 0.5)       # reported by the assertions below
+    time.sleep(delay)
+    kill(process)
     assert_checkpoints_complete(killed)
 
-    assert launch(data, killed, log, "--auto_resume").wait(timeout=240) == 0
+    process = launch(data, killed, log, "--auto_resume")
+    launched.append(process)
+    assert process.wait(timeout=240) == 0, (delay, log.read_text()[-2000:])
     assert reference.wait(timeout=240) == 0, log.read_text()[-2000:]
     a = torch.load(straight / "save_last.pth", weights_only=False)
-    b = torch.load(killed / "save_last.pth", weights_only=False)
+    b = torch.load(last, weights_only=False)
     assert a["epoch"] == b["epoch"] == 4
     for key in a["state_dict"]:
-        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), (key, delay)
     for key in a["heads"]["audio"]:
-        assert torch.equal(a["heads"]["audio"][key], b["heads"]["audio"][key]), key
+        assert torch.equal(a["heads"]["audio"][key], b["heads"]["audio"][key]), (key, delay)
     for key, value in a["optimizer"]["state"].items():
-        assert torch.equal(value["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"])
-    assert (straight / "train.log").read_text() == (killed / "train.log").read_text()
+        assert torch.equal(value["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"]), delay
+    assert (straight / "train.log").read_text() == (killed / "train.log").read_text(), delay
     assert not (killed / "save_last.pth.tmp").exists()

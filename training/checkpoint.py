@@ -94,7 +94,10 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise ValueError(f"--resume_path {path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+        # torch's own message runs to several sentences: its first one says what is wrong.
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise ValueError(f"--resume_path {path} is not a readable checkpoint ({reason}): truncated or not "
+                         f"a PyTorch file; pass another save_*.pth") from e
 
 
 def load_student_weights(student: nn.Module, checkpoint: dict, path: Path) -> None:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from datasets.video_dataset import UnreadableDataError
 from training.batch import to_device_batch
 from training.distributed import all_reduce_sum, is_main_process
 from training.step import autocast_context, train_step
@@ -49,8 +50,7 @@ def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
     correct = torch.zeros((), device=device)
     count = skipped = consecutive_skipped = no_audio = 0
     bad: list[str] = []
-    progress = tqdm(loader, desc=f"train {epoch}", leave=False, disable=not is_main_process(), dynamic_ncols=True)
-    for sample in progress:
+    for sample in batches(loader, f"train {epoch}"):
         if sample["bad"]:
             bad.extend(sample["bad"])
             for record in sample["bad"]:
@@ -83,6 +83,23 @@ def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
     return summary
 
 
+def batches(loader, desc: str):
+    """The loader's batches under a progress bar. A dataset that finds nothing readable stops
+    the run with its one-line message, also when a loader worker raised it (the DataLoader
+    then re-raises it with the worker's traceback as the message, the original on its last line)."""
+    iterator = iter(tqdm(loader, desc=desc, leave=False, disable=not is_main_process(), dynamic_ncols=True))
+    while True:
+        try:
+            sample = next(iterator)
+        except StopIteration:
+            return
+        except UnreadableDataError as e:
+            last = str(e).strip().splitlines()[-1]
+            raise TrainingStopped(last.removeprefix(f"{UnreadableDataError.__module__}."
+                                                    f"{UnreadableDataError.__name__}: ")) from None
+        yield sample
+
+
 def bad_samples_summary(bad: list[str], epoch: int, limit: int) -> str:
     """One line naming the unreadable files (records are `"<file>: <reason>"`)."""
     files = list(dict.fromkeys(record.split(": ", 1)[0] for record in bad))
@@ -102,7 +119,7 @@ def validate(student: nn.Module, loader, settings: EpochSettings, device: torch.
     student.eval()
     totals = torch.zeros(3, device=device, dtype=torch.float64)   # loss sum, correct, count
     with torch.inference_mode():
-        for sample in tqdm(loader, desc=desc, leave=False, disable=not is_main_process(), dynamic_ncols=True):
+        for sample in batches(loader, desc):
             batch = to_device_batch(sample, device, settings.mean, settings.std, 0, settings.channels_last)
             with autocast_context(device, settings.autocast_dtype):
                 logits, _ = student(batch.clip)
