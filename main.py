@@ -9,11 +9,13 @@ from pathlib import Path
 
 import torch
 
+from demo.run import run_demo
 from opts import parse_opts
 from training.checkpoint import CheckpointWriteError
-from training.distributed import init_from_environment, is_main_process
+from training.distributed import init_from_environment, is_main_process, shutdown
 from training.inputs import UserError, check_inputs
 from training.loop import TrainingStopped
+from training.session import run as run_session
 
 log = logging.getLogger("ccl")
 
@@ -36,16 +38,17 @@ def select_device(opt) -> torch.device:
 def run(opt) -> dict:
     """Everything the options ask for, in order: train/validate, infer, retrieve, report.
     Returns the final metrics."""
-    from training.session import run as run_session
     device = select_device(opt)
     setup_logging(Path(opt.result_path))
-    return run_session(opt, device)
+    try:
+        return run_session(opt, device)
+    finally:
+        shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opts(argv)
     if opt.demo:
-        from demo.run import run_demo
         return run_demo(opt)
     try:
         check_inputs(opt)

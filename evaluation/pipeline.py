@@ -13,6 +13,7 @@ from evaluation.report import write_report
 from evaluation.retrieval import retrieval_metrics
 from evaluation.video_predictions import VideoPredictions, predict_videos, save_features, write_val_json
 from opts import SUBSETS
+from training.data import make_dataset
 from training.distributed import is_distributed, is_main_process
 
 log = logging.getLogger("ccl")
@@ -20,7 +21,6 @@ log = logging.getLogger("ccl")
 
 def predict_subset(opt, student: nn.Module, subset: str, settings, device: torch.device):
     """Non-overlapping windows of every video of `subset` → per-video scores and features."""
-    from training.session import make_dataset
     dataset = make_dataset(opt, subset, "inference")
     batch = opt.inference_batch_size or 4 * opt.batch_size
     loader = build_loader(dataset, batch, shuffle=False, n_threads=opt.n_threads, distributed=is_distributed())

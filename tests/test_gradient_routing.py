@@ -10,7 +10,7 @@ from models.factory import build_student
 from training.batch import Batch
 from training.optim import make_optimizers
 from training.step import train_step
-from training.teachers import audio_features, build_teachers, heads, image_features
+from training.teachers import build_teachers, heads
 
 N_CLASSES = 5
 

@@ -1,5 +1,4 @@
 """Students, image teacher and composition heads (SPEC §2)."""
-import math
 
 import numpy as np
 import pytest

@@ -23,6 +23,12 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def shutdown() -> None:
+    """Leave the process group, if any (NCCL wants an explicit teardown)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
 def is_main_process() -> bool:
     return rank() == 0
 

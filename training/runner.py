@@ -8,7 +8,7 @@ from torch import nn
 
 from training.checkpoint import (load_student_weights, save_training_state, set_rng_state,
                                  training_state)
-from training.distributed import is_main_process
+from training.distributed import is_main_process, rank
 from training.logs import EpochLog, TensorBoard, truncate_after
 from training.loop import EpochSettings, train_epoch, validate
 from training.teachers import Teacher, heads
@@ -54,8 +54,8 @@ def seed_epoch(loader, seed: int, epoch: int) -> None:
     """Make epoch `epoch` depend only on (seed, epoch): identical after a resume.
 
     Shuffling, worker seeds (fresh workers every epoch) and main-process randomness are
-    all re-seeded here."""
-    torch.manual_seed(seed + epoch)
+    all re-seeded here; ranks get different augmentation streams."""
+    torch.manual_seed(seed + epoch + 100_003 * rank())
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
     if loader.generator is not None:

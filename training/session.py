@@ -6,12 +6,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datasets import VideoDataset, build_loader, normalize_clip
+from datasets import build_loader, normalize_clip
 from models import build_student, load_image_teacher
 from models.image_teacher import calibrate_batchnorm
 from opts import SUBSETS
+from evaluation.pipeline import evaluate
 from training.checkpoint import load_checkpoint, unwrap
-from training.distributed import is_distributed, world_size
+from training.distributed import broadcast_from_main, is_distributed, world_size
+from training.data import make_dataset
 from training.inputs import UserError
 from training.logs import write_options
 from training.loop import EpochSettings
@@ -20,22 +22,6 @@ from training.runner import RunState, fit, restore
 from training.teachers import build_teachers, heads
 
 log = logging.getLogger("ccl")
-
-
-def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
-    """The dataset of one subset; what is wrong with the data files (missing videos under
-    --strict_data, broken audio features) is a UserError, raised before any model exists."""
-    try:
-        return VideoDataset(opt.video_path, opt.annotation_path, subset, mode=mode,
-                            sample_duration=opt.sample_duration, sample_size=opt.sample_size,
-                            audio_path=opt.audio_path if opt.use_audio else None,
-                            n_val_clips=opt.n_val_samples, inference_stride=opt.inference_stride,
-                            t_stride=opt.sample_t_stride,
-                            crop_scale=(opt.train_crop_min_scale, 1.0),
-                            crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
-                            hflip=not opt.no_hflip, strict=opt.strict_data)
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from None
 
 
 def per_rank(batch_size: int) -> int:
@@ -89,7 +75,6 @@ def image_teacher(opt, train_loader, settings: EpochSettings, device: torch.devi
 def run(opt, device: torch.device) -> dict:
     """Train/validate as the options say, then infer/retrieve/report. Returns the last
     validation metrics and any evaluation results."""
-    from evaluation.pipeline import evaluate
     result_path = Path(opt.result_path)
     write_options(result_path, opt)
     torch.manual_seed(opt.manual_seed)
@@ -113,6 +98,10 @@ def run(opt, device: torch.device) -> dict:
         student = student.to(memory_format=torch.channels_last_3d)
     network = image_teacher(opt, train_loader, settings, device) if opt.use_image else None
     teachers = build_teachers(opt.use_audio, opt.use_image, opt.n_classes, network, opt.image_size, device)
+    # Heads live outside DDP: identical gradients keep them identical only from an identical start.
+    broadcast_from_main(heads(teachers))
+    if network is not None:
+        broadcast_from_main(network)
     optimizers = make_optimizers(student, heads(teachers), opt, fused=device.type == "cuda")
     state = RunState(student, teachers, optimizers, make_scheduler(optimizers["student"], opt))
     if opt.resume_path:
