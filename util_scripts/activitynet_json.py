@@ -19,8 +19,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from util_scripts.annotation import (UserError, database_entry, frame_count, json_destination,
-                                     report_missing, require_dir, run_cli, write_database)
+from util_scripts.annotation import (UserError, database_entry, frame_count, report_missing,
+                                     require_dir, run_cli, save_annotation)
 
 _ROUNDING = 1e-6  # frames; far below one frame, far above float error
 
@@ -123,10 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(missing) == len(database):
             raise UserError(f"no video has an HDF5 file under --video_path {args.video_path} "
                             "(it must hold v_<id>.hdf5)")
-        destination = json_destination(args.dst_path, "activitynet.json")
-        write_database(destination, data["labels"], data["database"])
-        print(f"{destination}: {len(data['labels'])} classes, {len(data['database'])} samples",
-              file=sys.stderr)
+        save_annotation(args.dst_path, "activitynet.json", data, "samples")
 
     return run_cli(build)
 

@@ -74,3 +74,11 @@ def run_cli(build: Callable[[], None]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def save_annotation(dst_path: Path, default_name: str, data: dict, what: str) -> None:
+    """Write a built annotation (`{"labels", "database"}`) to `dst_path` (a folder, where it
+    is named `default_name`, or a .json path) and say what was written."""
+    destination = json_destination(dst_path, default_name)
+    write_database(destination, data["labels"], data["database"])
+    print(f"{destination}: {len(data['labels'])} classes, {len(data['database'])} {what}", file=sys.stderr)

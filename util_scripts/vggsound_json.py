@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from util_scripts.annotation import (UserError, database_entry, frame_count, json_destination,
-                                     report_missing, require_dir, run_cli, write_database)
+from util_scripts.annotation import (UserError, database_entry, frame_count, report_missing,
+                                     require_dir, run_cli, save_annotation)
 
 SUBSETS = {"train": "training", "test": "validation"}
 DEFAULT_PATTERN = "{youtube_id}_{start:06d}"
@@ -113,10 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if not data["database"]:
             raise UserError(f"no clip has an HDF5 file under --video_path {args.video_path} "
                             f"(names from --file_pattern {args.file_pattern!r})")
-        destination = json_destination(args.dst_path, "vggsound.json")
-        write_database(destination, data["labels"], data["database"])
-        print(f"{destination}: {len(data['labels'])} classes, {len(data['database'])} clips",
-              file=sys.stderr)
+        save_annotation(args.dst_path, "vggsound.json", data, "clips")
 
     return run_cli(build)
 
