@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("--no_mean_norm", action="store_true")
     clip.add_argument("--no_std_norm", action="store_true")
     clip.add_argument("--value_scale", default=1, type=int, choices=[1], help="pixel values scaled to [0, 1]")
+    clip.add_argument("--eval_reduced_decode", action="store_true",
+                      help="validation/inference decode JPEGs at reduced scale when large enough "
+                           "(faster; ~1 grey level from the original's preprocessing)")
     clip.add_argument("--n_val_samples", default=3, type=int, help="evenly spaced clips per validation video")
 
     model = p.add_argument_group("model")

@@ -8,6 +8,12 @@ with --reference, "reference_clips_per_s" and "speedup" measured in the same run
 yields uint8 clips (normalization runs on the device); the reference yields normalized
 float clips as the original did: PIL decode per frame, convert RGB, per-frame
 RandomResizedCrop + flip with PIL, ToTensor, Normalize, stack.
+
+Both loaders are timed in steady state: each round starts fresh workers, lets them fill
+their prefetch queues (untimed), times `n_batches` batches of one long epoch (the items are
+cycled, so no epoch ends and no worker restarts inside the timed stretch, however few
+videos there are), then shuts the workers down so none works in the background while the
+other loader is timed.
 """
 from __future__ import annotations
 
@@ -32,6 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import KINETICS_MEAN, KINETICS_STD, VideoDataset, build_loader  # noqa: E402
 from datasets.synthetic import write_synthetic_dataset  # noqa: E402
+
+
+class Cycled(Dataset):
+    """`length` items that go round `dataset` (item i is dataset[i % len(dataset)])."""
+
+    def __init__(self, dataset: Dataset, length: int) -> None:
+        self.dataset, self.length = dataset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> object:
+        return self.dataset[index % len(self.dataset)]
 
 
 class ReferenceDataset(Dataset):
@@ -63,17 +82,24 @@ class ReferenceDataset(Dataset):
         return torch.stack(clip, 0).permute(1, 0, 2, 3), self.ours.video_labels[video]
 
 
+def warmup_batches(n_threads: int) -> int:
+    """Batches taken before the timer starts: the first (worker start-up) and the ones the
+    workers prefetch (DataLoader's default prefetch_factor 2 per worker)."""
+    return 1 + 2 * n_threads
+
+
 def time_batches(loader: DataLoader, n_batches: int, desc: str) -> float:
-    """Seconds for `n_batches` batches after one warm-up batch (worker start-up excluded)."""
-    def batches():
-        while True:
-            yield from loader
-    stream = batches()
-    next(stream)
+    """Seconds for `n_batches` batches of a fresh epoch after its warm-up batches; the
+    epoch's workers are shut down before returning."""
+    batches = iter(loader)
+    for _ in range(warmup_batches(loader.num_workers)):
+        next(batches)
     start = time.perf_counter()
     for _ in tqdm(range(n_batches), desc=desc, leave=False, file=sys.stderr):
-        next(stream)
-    return time.perf_counter() - start
+        next(batches)
+    elapsed = time.perf_counter() - start
+    del batches  # stops the workers (no loader here keeps persistent workers)
+    return elapsed
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -110,13 +136,13 @@ def run(args: argparse.Namespace) -> dict:
     dataset = VideoDataset(args.video_path, args.annotation_path, args.subset, args.mode,
                            args.sample_duration, args.sample_size, audio_path=args.audio_path,
                            crop_scale=scale, crop_ratio=ratio)
-    loaders = {"ours": build_loader(dataset, args.batch_size, shuffle=True,
-                                    n_threads=args.n_threads)}
+    length = (warmup_batches(args.n_threads) + args.n_batches) * args.batch_size
+    loaders = {"ours": build_loader(Cycled(dataset, length), args.batch_size,
+                                    shuffle=True, n_threads=args.n_threads)}
     if args.reference:
-        reference = ReferenceDataset(dataset, args.sample_size, scale, ratio)
+        reference = Cycled(ReferenceDataset(dataset, args.sample_size, scale, ratio), length)
         loaders["reference"] = DataLoader(reference, args.batch_size, shuffle=True,
-                                          num_workers=args.n_threads,
-                                          persistent_workers=args.n_threads > 0)
+                                          num_workers=args.n_threads)
     best = {name: float("inf") for name in loaders}
     for _ in range(args.rounds):
         for name, loader in loaders.items():

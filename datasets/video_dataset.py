@@ -10,8 +10,8 @@ from torch.utils.data import Dataset
 
 from .annotation import load_annotation, resolve_samples
 from .audio import load_audio_feature, read_audio_array
-from .hdf5_clip import BadSampleError, read_frames
-from .spatial import ClipCenterCrop, ClipRandomResizedCrop
+from .hdf5_clip import BadSampleError, decode_frames, read_encoded
+from .spatial import ClipCenterCrop, ClipRandomResizedCrop, ClipTransform
 from .temporal import clip_at, even_starts, frame_list, random_start, window_starts
 
 Mode = Literal["train", "val", "inference"]
@@ -31,6 +31,7 @@ class VideoDataset(Dataset):
     mode "inference": non-overlapping windows (stride `inference_stride`, last loop padded),
         each an item; resize + center crop.
     `t_stride` takes every k-th frame before any of the above (--sample_t_stride).
+    `reduced_decode` lets val/inference decode JPEGs at reduced scale (see ClipCenterCrop).
 
     Every audio feature file is read and checked here (a broken one is a ValueError naming
     it), so a bad file stops the run before training rather than inside a loader worker.
@@ -50,7 +51,7 @@ class VideoDataset(Dataset):
                  inference_stride: int = 16, t_stride: int = 1,
                  crop_scale: tuple[float, float] = (0.25, 1.0),
                  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True,
-                 strict: bool = False, max_retries: int = 10) -> None:
+                 strict: bool = False, max_retries: int = 10, reduced_decode: bool = False) -> None:
         if mode not in ("train", "val", "inference"):
             raise ValueError(f"mode must be 'train', 'val' or 'inference', got {mode!r}")
         if sample_duration < 1 or t_stride < 1:
@@ -73,12 +74,13 @@ class VideoDataset(Dataset):
             if audio_file is not None:
                 read_audio_array(audio_file)
 
+        self.spatial: ClipTransform
         if mode == "train":
             self.spatial = ClipRandomResizedCrop(sample_size, crop_scale, crop_ratio, hflip)
             self.item_video_index = np.arange(self.n_videos, dtype=np.int64)
             self._item_start = None
         else:
-            self.spatial = ClipCenterCrop(sample_size)
+            self.spatial = ClipCenterCrop(sample_size, reduced_decode)
             videos, starts = [], []
             for v, segment in enumerate(self.segments):
                 n = len(range(segment[0], segment[1], t_stride))
@@ -129,8 +131,11 @@ class VideoDataset(Dataset):
 
     def _load(self, index: int) -> dict:
         video = int(self.item_video_index[index])
-        frames, inverse = read_frames(self.hdf5_files[video], self.frame_numbers(index))
-        frames = self.spatial(frames)
+        clip = read_encoded(self.hdf5_files[video], self.frame_numbers(index))
+        # The spatial parameters first: only the part of the frames they keep is decoded.
+        plan = self.spatial.plan(*clip.frame_size)
+        frames = self.spatial.finish(decode_frames(clip, plan.box, plan.scale), plan)
+        inverse = clip.inverse
         if not torch.equal(inverse, torch.arange(len(inverse))):
             frames = frames[inverse]
         audio, weight = load_audio_feature(self.audio_files[video])
