@@ -1,0 +1,129 @@
+"""The built-in demo: its dataset holds what it claims, and `--demo` runs end to end."""
+import functools
+import json
+import statistics
+
+import h5py
+import numpy as np
+import pytest
+
+from demo import data as demo_data
+from demo.run import format_table, run_demo
+from opts import parse_opts
+
+TRAIN, VAL, MISSING = 8, 2, 0.3
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo") / "data"
+    return root, demo_data.build_demo_dataset(root, train_per_class=TRAIN, val_per_class=VAL,
+                                              missing_audio=MISSING, seed=3)
+
+
+def test_annotation_lists_every_video_with_its_class_subset_and_segment(dataset):
+    _, paths = dataset
+    annotation = json.loads(paths["annotation_path"].read_text())
+    assert annotation["labels"] == demo_data.CLASSES
+    database = annotation["database"]
+    assert len(database) == len(demo_data.CLASSES) * (TRAIN + VAL)
+    for name in demo_data.CLASSES:
+        entries = [e for e in database.values() if e["annotations"]["label"] == name]
+        assert sorted(e["subset"] for e in entries) == ["training"] * TRAIN + ["validation"] * VAL
+        assert all(e["annotations"]["segment"] == [1, demo_data.FRAMES + 1] for e in entries)
+
+
+def test_every_video_is_an_hdf5_of_frames_jpegs_at_the_demo_size(dataset):
+    _, paths = dataset
+    database = json.loads(paths["annotation_path"].read_text())["database"]
+    for video_id, entry in database.items():
+        with h5py.File(paths["video_path"] / entry["annotations"]["label"] / f"{video_id}.hdf5", "r") as f:
+            frames = f["video"]
+            assert len(frames) == demo_data.FRAMES
+            first = bytes(frames[0])
+    assert first[:2] == b"\xff\xd8"   # JPEG start-of-image marker
+    from PIL import Image
+    import io
+    assert min(Image.open(io.BytesIO(first)).size) == demo_data.SIZE
+
+
+def audio_features(paths, database) -> dict[str, list[np.ndarray]]:
+    """class name -> the audio features on disk of that class's videos."""
+    found: dict[str, list[np.ndarray]] = {name: [] for name in demo_data.CLASSES}
+    for video_id, entry in database.items():
+        file = paths["audio_path"] / entry["annotations"]["label"] / f"{video_id}.npy"
+        if file.is_file():
+            found[entry["annotations"]["label"]].append(np.load(file))
+    return found
+
+
+def test_audio_is_missing_for_about_the_declared_share(dataset):
+    _, paths = dataset
+    database = json.loads(paths["annotation_path"].read_text())["database"]
+    n = len(database)
+    present = sum(len(v) for v in audio_features(paths, database).values())
+    expected, sigma = MISSING * n, (MISSING * (1 - MISSING) * n) ** 0.5
+    assert abs((n - present) - expected) <= 3 * sigma
+    assert 0 < present < n
+
+
+def test_classes_0_and_1_share_a_sound_and_the_look_alike_pairs_do_not(dataset):
+    _, paths = dataset
+    database = json.loads(paths["annotation_path"].read_text())["database"]
+    features = audio_features(paths, database)
+    for arrays in features.values():
+        assert all(a.shape == (512,) and a.dtype == np.float32 and (a >= 0).all() for a in arrays)
+    means = [np.mean(features[name], axis=0) for name in demo_data.CLASSES]
+    distance = {(i, j): float(np.linalg.norm(means[i] - means[j]))
+                for i in range(6) for j in range(i + 1, 6)}
+    shared = distance.pop((0, 1))
+    # Means of ~7 noisy samples of one centre differ by noise only (about 7 here); those of
+    # distinct centres by the centres' distance as well (about 18).
+    assert shared < 0.5 * min(distance.values())
+
+
+def test_an_existing_dataset_is_reused_and_a_different_one_rebuilt(tmp_path):
+    root = tmp_path / "data"
+    paths = demo_data.build_demo_dataset(root, train_per_class=1, val_per_class=1)
+    stamp = paths["annotation_path"].stat().st_mtime_ns
+    assert demo_data.build_demo_dataset(root, train_per_class=1, val_per_class=1) == paths
+    assert paths["annotation_path"].stat().st_mtime_ns == stamp
+    demo_data.build_demo_dataset(root, train_per_class=2, val_per_class=1)
+    database = json.loads(paths["annotation_path"].read_text())["database"]
+    assert len(database) == 6 * 3
+    assert len(list((root / "hdf5").rglob("*.hdf5"))) == 6 * 3
+
+
+def test_format_table_gives_mean_and_sample_std_per_config():
+    rows = {"baseline": [{"top1": 10.0, "R@1": 50.0}, {"top1": 20.0, "R@1": 50.0}],
+            "ccl_a": [{"top1": 30.0, "R@1": 40.0}]}
+    lines = format_table(rows).strip().splitlines()
+    # std of (10, 20) with n-1: sqrt(50) = 7.07
+    assert lines[2] == "| baseline | 15.0 ± 7.1 | 50.0 ± 0.0 | 2 |"
+    assert lines[3] == "| ccl_a | 30.0 | 40.0 | 1 |"
+
+
+def test_demo_runs_end_to_end_at_a_tiny_scale(tmp_path, capsys):
+    opt = parse_opts(["--demo", "--demo_epochs", "1", "--demo_seeds", "2", "--result_path", str(tmp_path)])
+    build = functools.partial(demo_data.build_demo_dataset, train_per_class=2, val_per_class=1)
+    assert run_demo(opt, build_data=build, configs=("baseline", "ccl_ai")) == 0
+    root = tmp_path / "demo"
+    summary = json.loads((root / "summary.json").read_text())
+    for config in ("baseline", "ccl_ai"):
+        runs = summary["runs"][config]
+        assert len(runs) == 2
+        for run in runs:
+            for metric in ("top1", "R@1"):
+                assert isinstance(run[metric], float) and 0 <= run[metric] <= 100
+        for metric in ("top1", "R@1"):
+            assert summary["mean"][config][metric] == pytest.approx(statistics.mean(r[metric] for r in runs))
+        for seed in (1, 2):
+            result = root / f"{config}_seed{seed}"
+            for name in ("val.json", "retrieval.json", "features_training.npz", "features_validation.npz"):
+                assert (result / name).is_file(), result / name
+            assert (result / "report.md").is_file() == (seed == 2)
+            assert not list(result.glob("*.pth"))
+        options = json.loads((root / f"{config}_seed1" / "opts.json").read_text())
+        assert options["use_audio"] == (config == "ccl_ai")
+    out = capsys.readouterr().out
+    assert "| baseline |" in out and "| ccl_ai |" in out
