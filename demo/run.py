@@ -29,7 +29,8 @@ def demo_options(paths: dict[str, Path], result_path: Path, config: str, seed: i
 
     The student's learning rate drops ×0.1 for the last quarter of the epochs (the paper's
     drops at 1/2 and 3/4 of its 300). The image teacher sees the clip's frame at the clip's
-    own size (no upsampling to 112 px). No checkpoint but the ones the runner always keeps.
+    own size (no upsampling to 112 px). `--checkpoint` lies past the last epoch: no
+    `save_<epoch>.pth` besides the files the runner always keeps.
     """
     milestone = max(1, round(0.75 * epochs))
     return ["--video_path", str(paths["video_path"]), "--audio_path", str(paths["audio_path"]),
