@@ -96,8 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--no_cuda", action="store_true")
     device.add_argument("--distributed", action="store_true", help="DistributedDataParallel under torchrun")
     device.add_argument("--exact", action="store_true",
-                        help="fp32, no channels_last: results equal the naive multi-backward math")
-    device.add_argument("--compile", action="store_true", help="torch.compile the student")
+                        help="fp32 at PyTorch's default precision (the original's), no channels_last: "
+                             "results equal the naive multi-backward math")
+    device.add_argument("--compile", action="store_true",
+                        help="torch.compile the student, the image teacher and the CCL objective "
+                             "(the first steps are slow while compiling)")
 
     demo = p.add_argument_group("demo")
     demo.add_argument("--demo", action="store_true",

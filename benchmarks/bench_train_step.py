@@ -34,8 +34,9 @@ from models import build_student  # noqa: E402
 from models.image_teacher import ImageTeacher, calibrate_batchnorm  # noqa: E402
 from opts import parse_opts  # noqa: E402
 from training.batch import to_device_batch  # noqa: E402
+from training.objective import ccl_objective  # noqa: E402
 from training.optim import make_optimizers  # noqa: E402
-from training.step import train_step  # noqa: E402
+from training.step import configure_backends, train_step  # noqa: E402
 from training.teachers import build_teachers, heads  # noqa: E402
 
 CONFIGS = {"base": (False, False), "a": (True, False), "i": (False, True), "ai": (True, True)}
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", default=16, type=int)
     p.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
     p.add_argument("--exact", action="store_true", help="ours in fp32 without channels_last")
-    p.add_argument("--compile", action="store_true", help="ours with torch.compile(student)")
+    p.add_argument("--compile", action="store_true", help="ours with torch.compile of the student, image teacher and objective (as --compile trains)")
     p.add_argument("--steps", default=20, type=int, help="timed steps")
     p.add_argument("--warmup", default=5, type=int, help="untimed steps first (compile needs a few)")
     p.add_argument("--sample_size", default=112, type=int)
@@ -130,9 +131,13 @@ def make_step(args: argparse.Namespace, batches: list[dict], device: torch.devic
     use_audio, use_image = CONFIGS[args.config]
     student = build_student("r21d", 18, args.n_classes).to(device)
     network = untrained_image_teacher(batches, opt, device) if use_image else None
+    if network is not None and args.compile:
+        network = torch.compile(network)
     teachers = build_teachers(use_audio, use_image, args.n_classes, network, opt.image_size, device)
     student.train()
 
+    # As training sets them (the original at PyTorch's default precision, like --exact).
+    configure_backends(device, exact=args.exact or args.impl == "original")
     if args.impl == "original":
         head_modules = {t.name: t.head for t in teachers}
         optimizers = make_optimizers(student, heads(teachers), opt, fused=False)
@@ -148,11 +153,12 @@ def make_step(args: argparse.Namespace, batches: list[dict], device: torch.devic
         student = student.to(memory_format=torch.channels_last_3d)
     optimizers = list(make_optimizers(student, heads(teachers), opt, fused=device.type == "cuda").values())
     model = torch.compile(student) if args.compile else student
+    objective = torch.compile(ccl_objective) if args.compile else ccl_objective
     autocast_dtype = torch.bfloat16 if cuda_fast else None
 
     def step(sample: dict, frame_index: int) -> None:
         batch = to_device_batch(sample, device, opt.mean, opt.std, frame_index, channels_last=cuda_fast)
-        train_step(model, teachers, batch, optimizers, opt.loss_weight, autocast_dtype)
+        train_step(model, teachers, batch, optimizers, opt.loss_weight, autocast_dtype, objective)
     return step
 
 

@@ -45,24 +45,8 @@ def read_encoded(path: Path, frame_numbers: Sequence[int]) -> EncodedClip:
     fewer frames than asked for, and for a first frame without a readable JPEG header.
     """
     unique, inverse = np.unique(np.asarray(frame_numbers, dtype=np.int64), return_inverse=True)
-    steps = np.diff(unique)
-    # Clips are evenly spaced frames (stride t_stride, loop padding only repeats them): a
-    # strided slice is the same single HDF5 selection as the index list, built faster.
-    index = (slice(unique[0] - 1, unique[-1], int(steps[0]) if len(steps) else 1)
-             if (steps == steps[:1]).all() else unique - 1)
     try:
-        # h5py's low-level open: h5py.File's Python set-up and close-time sweep of open
-        # objects cost more than the read itself. Closing the file id while `video` is open
-        # only marks it; HDF5 closes the file when `video` goes, on return.
-        file_id = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY)
-        try:
-            video = h5py.Dataset(h5py.h5d.open(file_id, b"video"))
-            if unique[0] < 1 or unique[-1] > len(video):
-                raise BadSampleError(f"{path}: frame {unique[-1]} asked for, the file has "
-                                     f"{len(video)} frames")
-            encoded = video[index]
-        finally:
-            file_id.close()
+        encoded = _read_items(path, unique - 1)
     except BadSampleError:
         raise
     except Exception as e:  # h5py reports corrupt or truncated files with several types
@@ -75,6 +59,38 @@ def read_encoded(path: Path, frame_numbers: Sequence[int]) -> EncodedClip:
                              f"(frame {unique[0]})") from None
     return EncodedClip(Path(path), unique, list(encoded), torch.from_numpy(inverse.reshape(-1)),
                        (height, width))
+
+
+def _read_items(path: Path, index: np.ndarray) -> np.ndarray:
+    """Items `index` (0-based, ascending, distinct) of the `video` dataset of `path`, as an
+    object array of uint8 arrays, with one HDF5 selection.
+
+    h5py's low-level calls: h5py.File's Python set-up and close-time sweep of open objects,
+    and Dataset.__getitem__'s selection building, cost more than the read itself. Closing
+    the file id while the dataset id is open only marks it; HDF5 closes the file when the
+    dataset id goes, on return.
+    """
+    file_id = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY)
+    try:
+        dataset = h5py.h5d.open(file_id, b"video")
+    finally:
+        file_id.close()
+    file_space = dataset.get_space()
+    n_frames = file_space.shape[0]
+    if index[0] < 0 or index[-1] >= n_frames:
+        raise BadSampleError(f"{path}: frame {index[-1] + 1} asked for, the file has "
+                             f"{n_frames} frames")
+    steps = np.diff(index)
+    # Clips are evenly spaced frames (stride t_stride; loop padding only repeats them): one
+    # strided hyperslab. Anything else: a point selection.
+    if (steps == steps[:1]).all():
+        file_space.select_hyperslab((int(index[0]),), (len(index),),
+                                    (int(steps[0]) if len(steps) else 1,))
+    else:
+        file_space.select_elements(index.reshape(-1, 1))
+    encoded = np.empty(len(index), dtype=h5py.vlen_dtype(np.uint8))
+    dataset.read(h5py.h5s.create_simple((len(index),)), file_space, encoded)
+    return encoded
 
 
 def jpeg_size(data: np.ndarray | bytes) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .annotation import load_annotation, resolve_samples
-from .audio import load_audio_feature, read_audio_array
+from .audio import AudioBank
 from .hdf5_clip import BadSampleError, decode_frames, read_encoded
 from .spatial import ClipCenterCrop, ClipRandomResizedCrop, ClipTransform
 from .temporal import clip_at, even_starts, frame_list, random_start, window_starts
@@ -33,15 +33,16 @@ class VideoDataset(Dataset):
     `t_stride` takes every k-th frame before any of the above (--sample_t_stride).
     `reduced_decode` lets val/inference decode JPEGs at reduced scale (see ClipCenterCrop).
 
-    Every audio feature file is read and checked here (a broken one is a ValueError naming
-    it), so a bad file stops the run before training rather than inside a loader worker.
+    Every audio feature file is read, checked and kept in memory here (`AudioBank`): a broken
+    one is a ValueError naming it, before training rather than inside a loader worker.
 
     Randomness comes from the torch RNG, which DataLoader seeds per worker, so a fixed seed
     reproduces a run. An unreadable sample is replaced by a random other item (at most
     `max_retries` tries); the item's `bad` list says what was replaced and why.
 
     Attributes: `labels` class names; per video `video_ids`, `video_labels` (-1 unlabeled),
-    `hdf5_files`, `audio_files` (None: no audio), `segments`; `n_videos`; `n_no_audio` videos
+    `hdf5_files`, `audio_files` (None: no audio), `segments`; `audio` their features
+    (`AudioBank`); `n_videos`; `n_no_audio` videos
     without an audio feature; `item_video_index` (len(self),) the video of each item.
     """
 
@@ -70,9 +71,7 @@ class VideoDataset(Dataset):
         self.hdf5_files = [s.hdf5_file for s in samples]
         self.audio_files = [s.audio_file for s in samples]
         self.segments = [s.segment for s in samples]
-        for audio_file in self.audio_files:
-            if audio_file is not None:
-                read_audio_array(audio_file)
+        self.audio = AudioBank(self.audio_files)
 
         self.spatial: ClipTransform
         if mode == "train":
@@ -138,7 +137,7 @@ class VideoDataset(Dataset):
         inverse = clip.inverse
         if not torch.equal(inverse, torch.arange(len(inverse))):
             frames = frames[inverse]
-        audio, weight = load_audio_feature(self.audio_files[video])
+        audio, weight = self.audio.feature(video)
         return {
             "clip": frames.permute(1, 0, 2, 3),
             "target": torch.tensor(self.video_labels[video], dtype=torch.int64),

@@ -7,12 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datasets import build_loader, normalize_clip
+from datasets import build_loader
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
 from evaluation.report import write_report
 from evaluation.retrieval import retrieval_metrics
 from evaluation.video_predictions import VideoPredictions, predict_videos, save_features, write_val_json
 from opts import SUBSETS
+from training.batch import model_input
 from training.data import make_dataset
 from training.distributed import is_distributed, is_main_process
 
@@ -25,7 +26,7 @@ def predict_subset(opt, student: nn.Module, subset: str, settings, device: torch
     batch = opt.inference_batch_size or 4 * opt.batch_size
     loader = build_loader(dataset, batch, shuffle=False, n_threads=opt.n_threads, distributed=is_distributed())
     predictions = predict_videos(student, loader, dataset.n_videos, device,
-                                 lambda clip: normalize_clip(clip, settings.mean, settings.std),
+                                 lambda clip: model_input(clip, settings.mean, settings.std, settings.channels_last),
                                  settings.autocast_dtype)
     if is_main_process():
         save_features(Path(opt.result_path) / f"features_{subset}.npz", dataset.video_ids,

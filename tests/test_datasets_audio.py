@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from datasets import load_audio_feature
+from datasets.audio import AudioBank
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TARBALL = SHARED / "data" / "UCF101" / "audiocnn14embed512_features.tar.gz"
@@ -36,6 +37,33 @@ def test_sequence_gives_a_random_row_each_load(tmp_path):
 def test_missing_audio_is_zeros_with_weight_zero():
     feature, weight = load_audio_feature(None)
     assert weight == 0.0 and feature.shape == (512,) and not feature.any()
+
+
+def test_bank_holds_every_video_row_in_memory(tmp_path):
+    rng = np.random.default_rng(1)
+    single = rng.standard_normal(512).astype(np.float32)
+    rows = rng.standard_normal((3, 512)).astype(np.float32)
+    np.save(tmp_path / "single.npy", single)
+    np.save(tmp_path / "rows.npy", rows)
+    bank = AudioBank([tmp_path / "single.npy", None, tmp_path / "rows.npy", None])
+    (tmp_path / "single.npy").unlink()  # nothing is read after construction
+    (tmp_path / "rows.npy").unlink()
+    assert len(bank) == 4 and bank.rows.shape == (4, 512)
+    feature, weight = bank.feature(0)
+    assert weight == 1.0 and np.array_equal(feature.numpy(), single)
+    feature[0] = 1e9  # items own their feature: the bank is unchanged
+    assert np.array_equal(bank.feature(0)[0].numpy(), single)
+    for video in (1, 3):
+        feature, weight = bank.feature(video)
+        assert weight == 0.0 and not feature.any()
+    torch.manual_seed(0)
+    drawn = {int(np.argmax([np.array_equal(bank.feature(2)[0].numpy(), r) for r in rows]))
+             for _ in range(60)}
+    assert drawn == {0, 1, 2}
+
+
+def test_empty_bank():
+    assert len(AudioBank([])) == 0
 
 
 @pytest.mark.parametrize("array, message", [

@@ -200,13 +200,20 @@ def test_unreadable_header_of_the_first_frame_is_named(tmp_path):
 def test_any_frame_list_is_one_hdf5_selection(tmp_path, monkeypatch):
     path = write(tmp_path / "v.hdf5", [grey(4 * k) for k in range(1, 31)])
     calls = []
-    original = h5py.Dataset.__getitem__
+    open_dataset = h5py.h5d.open
 
-    def counting(self, key):
-        calls.append(key)
-        return original(self, key)
+    class CountingDataset:
+        def __init__(self, dataset_id):
+            self.dataset_id = dataset_id
 
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
+        def get_space(self):
+            return self.dataset_id.get_space()
+
+        def read(self, *args):
+            calls.append(args)
+            return self.dataset_id.read(*args)
+
+    monkeypatch.setattr(h5py.h5d, "open", lambda *args: CountingDataset(open_dataset(*args)))
     for numbers in ([9, 11, 13, 9], [2, 7, 30, 7], [17]):
         before = len(calls)
         clip = read_encoded(path, numbers)

@@ -8,6 +8,7 @@ from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
 from datasets import KINETICS_MEAN, KINETICS_STD, normalization_stats, normalize_clip
+from training.batch import model_input
 from datasets.spatial import ClipCenterCrop, ClipRandomResizedCrop, random_resized_crop_params
 
 SCALE, RATIO = (0.25, 1.0), (3 / 4, 4 / 3)
@@ -149,3 +150,14 @@ def test_normalize_clip_against_a_loop():
     assert normalize_clip(clip, dtype=torch.bfloat16).dtype == torch.bfloat16
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         normalize_clip(clip[0])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_model_input_layout_follows_the_student_not_the_batch(channels_last):
+    torch.manual_seed(0)
+    contiguous = torch.randint(0, 256, (2, 3, 4, 5, 6), dtype=torch.uint8)
+    for batch in (contiguous, contiguous.contiguous(memory_format=torch.channels_last_3d)):
+        out = model_input(batch, KINETICS_MEAN, KINETICS_STD, channels_last)
+        layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+        assert out.is_contiguous(memory_format=layout)
+        assert torch.equal(out, normalize_clip(contiguous))

@@ -72,21 +72,6 @@ def test_read_clip_returns_the_asked_frames_in_order_with_repeats(tmp_path):
         assert frame_numbers_of(clip) == numbers
 
 
-def test_clip_is_read_with_one_hdf5_call(tmp_path, monkeypatch):
-    write_video(tmp_path / "v.hdf5", 20)
-    calls = []
-    original = h5py.Dataset.__getitem__
-
-    def counting(self, key):
-        calls.append(key)
-        return original(self, key)
-
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", counting)
-    clip = read_clip(tmp_path / "v.hdf5", [5, 6, 7, 8, 5, 6, 7, 8])
-    assert len(calls) == 1
-    assert frame_numbers_of(clip) == [5, 6, 7, 8, 5, 6, 7, 8]
-
-
 def test_train_items_are_random_consecutive_crops(tmp_path):
     video_path, annotation = make_dataset(
         tmp_path, {"v1": ("a", 30, "training"), "v2": ("b", 5, "training")})
@@ -223,6 +208,12 @@ def test_collate_and_loader_batch(tmp_path):
     assert batch["audio"].shape == (3, 512) and batch["audio_weight"].shape == (3,)
     assert batch["bad"] == ["f1: x (frame 2)", "f2: y"]
     assert torch.equal(batch["clip"][1], items[1]["clip"])
+    # Stacked in the items' memory order: a plain copy, and the student's GPU layout.
+    assert batch["clip"].is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(batch["clip"], torch.stack([item["clip"].contiguous() for item in items]))
+    # An item in another layout (here contiguous) is stacked to the same values.
+    items[2]["clip"] = items[2]["clip"].contiguous()
+    assert torch.equal(collate(items)["clip"], batch["clip"])
 
     torch.manual_seed(0)
     loader = build_loader(ds, batch_size=2, shuffle=False, n_threads=0)

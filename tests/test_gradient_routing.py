@@ -8,6 +8,7 @@ from torch import nn
 from losses import JSDLoss, NCELoss
 from models.factory import build_student
 from training.batch import Batch
+from training.objective import ccl_objective
 from training.optim import make_optimizers
 from training.step import train_step
 from training.teachers import build_teachers, heads
@@ -82,20 +83,32 @@ def configure(config: str):
 
 @pytest.mark.parametrize("config", ["base", "a", "i", "ai"])
 def test_single_backward_step_equals_naive_routing(config):
+    assert_step_equals_naive_routing(config, ccl_objective)
+
+
+def test_compiled_objective_keeps_the_routing():
+    # --compile runs the objective through torch.compile: the detached second head pass
+    # and the audio weights must survive tracing (two steps: the second reuses the graph).
+    assert_step_equals_naive_routing("ai", torch.compile(ccl_objective), steps=2)
+
+
+def assert_step_equals_naive_routing(config, objective, steps=1):
     batch = make_batch(1, [1, 1, 0, 1, 1, 0, 1, 1])
     student, teacher_list = configure(config)
     ref_student, ref_teachers = copy.deepcopy(student), copy.deepcopy(teacher_list)
     ref_teachers_by_name = {t.name: t for t in ref_teachers}
 
     optimizers = make_optimizers(student, heads(teacher_list), Options)
-    result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
-    assert result.finite
-
     ref_optimizers = make_optimizers(ref_student, heads(ref_teachers), Options)
-    for param, grad in naive_gradients(ref_student, ref_teachers, batch, 0.5):
-        param.grad = grad.clone()
-    for optimizer in ref_optimizers.values():
-        optimizer.step()
+    for step in range(steps):
+        step_batch = batch if step == 0 else make_batch(2, [0, 1, 1, 1, 0, 1, 1, 1])
+        result = train_step(student, teacher_list, step_batch, list(optimizers.values()),
+                            loss_weight=0.5, objective=objective)
+        assert result.finite
+        for param, grad in naive_gradients(ref_student, ref_teachers, step_batch, 0.5):
+            param.grad = grad.clone()
+        for optimizer in ref_optimizers.values():
+            optimizer.step()
 
     for (name, p), (_, q) in zip(student.named_parameters(), ref_student.named_parameters()):
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-7), name

@@ -16,6 +16,13 @@ class Batch:
     frame_index: int      # frame of the clip the image teacher sees (SPEC §2)
 
 
+def model_input(clip: Tensor, mean: list[float], std: list[float], channels_last: bool) -> Tensor:
+    """clip (B, 3, T, H, W) uint8 on the device, any memory layout → the normalized float
+    student input, in channels_last_3d memory when the student runs in it, else contiguous."""
+    return normalize_clip(clip, mean, std).contiguous(
+        memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+
+
 def to_device_batch(sample: dict, device: torch.device, mean: list[float], std: list[float],
                     frame_index: int, channels_last: bool = False) -> Batch:
     """Collated dataset items (docs/DESIGN.md) → a `Batch` on `device`.
@@ -23,11 +30,7 @@ def to_device_batch(sample: dict, device: torch.device, mean: list[float], std: 
     Normalization happens here, after the uint8 copy, so the host moves a quarter of
     the bytes and the device does the arithmetic.
     """
-    clip = sample["clip"].to(device, non_blocking=True)
-    clip = normalize_clip(clip, mean, std)
-    if channels_last:
-        clip = clip.contiguous(memory_format=torch.channels_last_3d)
-    return Batch(clip=clip,
+    return Batch(clip=model_input(sample["clip"].to(device, non_blocking=True), mean, std, channels_last),
                  target=sample["target"].to(device, non_blocking=True),
                  audio=sample["audio"].to(device, non_blocking=True).float(),
                  audio_weight=sample["audio_weight"].to(device, non_blocking=True).float(),

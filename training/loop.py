@@ -2,6 +2,7 @@
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from tqdm import tqdm
 from datasets.video_dataset import UnreadableDataError
 from training.batch import to_device_batch
 from training.distributed import all_reduce_sum, is_main_process
+from training.objective import ccl_objective
 from training.step import autocast_context, train_step
 from training.teachers import Teacher
 
@@ -28,6 +30,7 @@ class EpochSettings:
     seed: int
     max_bad_samples: int
     max_nonfinite_steps: int
+    objective: Callable = ccl_objective   # torch.compile'd under --compile
 
 
 class TrainingStopped(RuntimeError):
@@ -59,7 +62,8 @@ def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
                 raise TrainingStopped(bad_samples_summary(bad, epoch, settings.max_bad_samples))
         frame_index = int(torch.randint(settings.sample_duration, (1,), generator=frames))
         batch = to_device_batch(sample, device, settings.mean, settings.std, frame_index, settings.channels_last)
-        result = train_step(student, teachers, batch, optimizers, settings.loss_weight, settings.autocast_dtype)
+        result = train_step(student, teachers, batch, optimizers, settings.loss_weight,
+                            settings.autocast_dtype, settings.objective)
         no_audio += int((sample["audio_weight"] == 0).sum())
         if not result.finite:
             skipped += 1

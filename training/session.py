@@ -17,8 +17,10 @@ from training.data import make_dataset
 from training.inputs import UserError
 from training.logs import write_options
 from training.loop import EpochSettings
+from training.objective import ccl_objective
 from training.optim import make_optimizers, make_scheduler
 from training.runner import RunState, fit, restore
+from training.step import configure_backends
 from training.teachers import build_teachers, heads
 
 log = logging.getLogger("ccl")
@@ -37,16 +39,8 @@ def epoch_settings(opt, device: torch.device, n_train_items: int) -> EpochSettin
                          loss_weight=opt.loss_weight,
                          autocast_dtype=None if exact else torch.bfloat16,
                          channels_last=not exact, seed=opt.manual_seed,
-                         max_bad_samples=max_bad, max_nonfinite_steps=opt.max_nonfinite_steps)
-
-
-def configure_backends(device: torch.device, exact: bool) -> None:
-    """cuDNN autotuning always; TF32 only outside `--exact`, whose fp32 must be real fp32."""
-    if device.type != "cuda":
-        return
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = not exact
-    torch.backends.cudnn.allow_tf32 = not exact
+                         max_bad_samples=max_bad, max_nonfinite_steps=opt.max_nonfinite_steps,
+                         objective=torch.compile(ccl_objective) if opt.compile else ccl_objective)
 
 
 def wrap_student(student: nn.Module, opt, device: torch.device) -> nn.Module:
@@ -97,11 +91,13 @@ def run(opt, device: torch.device) -> dict:
     if settings.channels_last:
         student = student.to(memory_format=torch.channels_last_3d)
     network = image_teacher(opt, train_loader, settings, device) if opt.use_image else None
+    if network is not None:
+        broadcast_from_main(network)
+        if opt.compile:
+            network = torch.compile(network)
     teachers = build_teachers(opt.use_audio, opt.use_image, opt.n_classes, network, opt.image_size, device)
     # Heads live outside DDP: identical gradients keep them identical only from an identical start.
     broadcast_from_main(heads(teachers))
-    if network is not None:
-        broadcast_from_main(network)
     optimizers = make_optimizers(student, heads(teachers), opt, fused=device.type == "cuda")
     state = RunState(student, teachers, optimizers, make_scheduler(optimizers["student"], opt))
     if opt.resume_path:

@@ -1,6 +1,7 @@
 """One optimisation step: student + teachers → CCL objective → one backward → SGD steps."""
 import contextlib
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,16 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def configure_backends(device: torch.device, exact: bool) -> None:
+    """cuDNN autotuning always. `--exact` keeps PyTorch's default precision, the one the
+    original ran under (fp32 matmuls; TF32 convolutions, cuDNN's default); the default mode
+    also lets fp32 matmuls use TF32 (most of its work is bf16 under autocast anyway)."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = not exact
+
+
 def gradients_finite(parameters) -> Tensor:
     """0-d bool tensor: every existing gradient is finite (one reduction, no host sync)."""
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -38,12 +49,14 @@ def gradients_finite(parameters) -> Tensor:
 
 def train_step(student: nn.Module, teachers: list[Teacher], batch: Batch,
                optimizers: list[torch.optim.Optimizer], loss_weight: float,
-               autocast_dtype: torch.dtype | None = None) -> StepResult:
+               autocast_dtype: torch.dtype | None = None,
+               objective: Callable = ccl_objective) -> StepResult:
     """Forward, the CCL objective over the global batch, one backward, and the SGD steps.
 
     The same function serves the baseline (`teachers=[]`) and CCL (A), (I), (AI). Under
     DDP, student outputs, teacher features and labels are gathered from every rank before
     the losses (SPEC §4). A non-finite loss or gradient skips every optimizer step.
+    `objective` is `ccl_objective` or its torch.compile'd form (`--compile`).
     """
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
@@ -55,7 +68,7 @@ def train_step(student: nn.Module, teachers: list[Teacher], batch: Batch,
         branches = [TeacherInputs(teacher, gather_with_grad(t), None if w is None else gather_with_grad(w))
                     for teacher, t, w in outputs]
         logits, features = gather_with_grad(logits), gather_with_grad(features)
-        loss, terms = ccl_objective(logits, features, target, branches, loss_weight)
+        loss, terms = objective(logits, features, target, branches, loss_weight)
     loss.backward()
     parameters = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
     # One host sync per step. Fused SGD's device-side `found_inf` would avoid it, but in
