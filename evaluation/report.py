@@ -55,6 +55,11 @@ def _read_log(path: Path) -> pd.DataFrame | None:
     return log if len(log) else None
 
 
+# Numeric train.log / val.log columns that are not loss terms: drawn in no loss panel.
+NOT_LOSSES = ("epoch", "lr", "skipped_steps", "bad_samples", "samples_without_audio",
+              "clips_per_s", "data_wait")
+
+
 def _curves_section(result_path: Path, summary: Summary) -> list[str]:
     logs = {name: log for name in ("train", "val")
             if (log := _read_log(result_path / f"{name}.log")) is not None}
@@ -63,7 +68,7 @@ def _curves_section(result_path: Path, summary: Summary) -> list[str]:
     numeric = list(dict.fromkeys(c for log in logs.values() for c in log.columns
                                  if pd.api.types.is_numeric_dtype(log[c])))
     accuracy_columns = [c for c in numeric if "acc" in c]
-    loss_columns = [c for c in numeric if c not in accuracy_columns and c not in ("epoch", "lr")]
+    loss_columns = [c for c in numeric if c not in accuracy_columns and c not in NOT_LOSSES]
     lines = ["## Training curves", ""]
     if loss_columns:
         plots.plot_losses(logs, loss_columns, result_path / "curves_loss.png")

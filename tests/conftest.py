@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny dataset in the real on-disk formats, built once per session."""
+import csv
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,15 @@ def tiny_run_options(data: dict[str, Path], result_path: Path, *extra: str) -> l
             "--annotation_path", str(data["annotation_path"]), "--result_path", str(result_path),
             "--n_classes", "6", "--sample_size", "32", "--sample_duration", "8", "--batch_size", "6",
             "--n_threads", "0", "--no_cuda", "--learning_rate", "0.01", "--no-tensorboard", *extra]
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    """The rows of a tab-separated train.log / val.log."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def reproducible_log(path: Path) -> list[dict[str, str]]:
+    """`read_log` without the wall-time columns, which no rerun reproduces."""
+    from training.loop import TIMING_KEYS
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in read_log(path)]

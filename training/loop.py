@@ -1,6 +1,7 @@
 """Epoch loops: training (any teacher list) and clip-level validation (SPEC §4)."""
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +18,9 @@ from training.step import autocast_context, train_step
 from training.teachers import Teacher
 
 log = logging.getLogger("ccl")
+
+# Summary entries measured in wall time: the only ones a resumed run does not reproduce.
+TIMING_KEYS = ("clips_per_s", "data_wait")
 
 
 @dataclass
@@ -40,7 +44,10 @@ class TrainingStopped(RuntimeError):
 def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
                 optimizers: list[torch.optim.Optimizer], settings: EpochSettings,
                 device: torch.device) -> dict[str, float]:
-    """One pass over `loader`; returns the epoch's mean loss terms, clip accuracy and counts.
+    """One pass over `loader`; returns the epoch's mean loss terms, clip accuracy, counts,
+    and its speed: `clips_per_s` (global batch sizes over this rank's wall time) and
+    `data_wait` (the share of that time spent waiting for the loader; near 0 when the loader
+    keeps up; more --n_threads when it does not).
 
     The image teacher's frame is drawn once per batch from a generator seeded by
     (seed, epoch), so every DDP rank and every resumed run draws the same frames.
@@ -53,7 +60,9 @@ def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
     correct = torch.zeros((), device=device)
     count = skipped = consecutive_skipped = no_audio = 0
     bad: list[str] = []
-    for sample in batches(loader, f"train {epoch}"):
+    samples = Timed(batches(loader, f"train {epoch}"))
+    start = time.perf_counter()
+    for sample in samples:
         if sample["bad"]:
             bad.extend(sample["bad"])
             for record in sample["bad"]:
@@ -84,7 +93,29 @@ def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
     summary = {"loss": math.nan} | {name: float(total) / max(count, 1) for name, total in sums.items()}
     summary["acc"] = float(correct) / max(count, 1)
     summary.update(skipped_steps=skipped, bad_samples=len(bad), samples_without_audio=no_audio)
+    # train_step ends in a host sync, so the device's work is inside the wall time.
+    elapsed = time.perf_counter() - start
+    summary.update(zip(TIMING_KEYS, (count / elapsed, samples.waited / elapsed)))
     return summary
+
+
+class Timed:
+    """Iterates `items`, adding up in `waited` the seconds spent waiting for each next one."""
+
+    def __init__(self, items) -> None:
+        self.items, self.waited = items, 0.0
+
+    def __iter__(self):
+        iterator = iter(self.items)
+        while True:
+            start = time.perf_counter()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.waited += time.perf_counter() - start
+            yield item
 
 
 def batches(loader, desc: str):
