@@ -36,7 +36,7 @@ from opts import parse_opts  # noqa: E402
 from training.batch import to_device_batch  # noqa: E402
 from training.objective import ccl_objective  # noqa: E402
 from training.optim import make_optimizers  # noqa: E402
-from training.step import configure_backends, train_step  # noqa: E402
+from training.step import configure_backends, speed_mode, train_step  # noqa: E402
 from training.teachers import build_teachers, heads  # noqa: E402
 
 CONFIGS = {"base": (False, False), "a": (True, False), "i": (False, True), "ai": (True, True)}
@@ -148,17 +148,16 @@ def make_step(args: argparse.Namespace, batches: list[dict], device: torch.devic
             original_step(student, head_modules, tracked, batch, optimizers, opt.loss_weight)
         return step
 
-    cuda_fast = device.type == "cuda" and not args.exact
-    if cuda_fast:
+    mode = speed_mode(device, args.exact)
+    if mode.channels_last:
         student = student.to(memory_format=torch.channels_last_3d)
     optimizers = list(make_optimizers(student, heads(teachers), opt, fused=device.type == "cuda").values())
     model = torch.compile(student) if args.compile else student
     objective = torch.compile(ccl_objective) if args.compile else ccl_objective
-    autocast_dtype = torch.bfloat16 if cuda_fast else None
 
     def step(sample: dict, frame_index: int) -> None:
-        batch = to_device_batch(sample, device, opt.mean, opt.std, frame_index, channels_last=cuda_fast)
-        train_step(model, teachers, batch, optimizers, opt.loss_weight, autocast_dtype, objective)
+        batch = to_device_batch(sample, device, opt.mean, opt.std, frame_index, channels_last=mode.channels_last)
+        train_step(model, teachers, batch, optimizers, opt.loss_weight, mode.autocast_dtype, objective)
     return step
 
 

@@ -170,3 +170,21 @@ def test_non_finite_loss_skips_every_step():
     result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
     assert not result.finite
     assert all(torch.equal(p, q) for p, q in zip(before, student.parameters()))
+
+
+def test_skipped_step_leaves_batchnorm_statistics_as_they_were():
+    # A non-finite clip poisons the forward pass itself: BatchNorm's running statistics
+    # would keep the NaN and every later evaluation would be NaN.
+    batch = make_batch(6, [1] * 8)
+    batch.clip[0, 0, 0, 0, 0] = float("inf")
+    student, teacher_list = configure("base")
+    before = {name: b.clone() for name, b in student.named_buffers()}
+    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
+    assert not result.finite
+    for name, buffer in student.named_buffers():
+        assert torch.equal(buffer, before[name]), name
+    # and a finite step still updates them
+    result = train_step(student, teacher_list, make_batch(7, [1] * 8), list(optimizers.values()), loss_weight=0.5)
+    assert result.finite
+    assert not torch.equal(dict(student.named_buffers())["bn1.running_mean"], before["bn1.running_mean"])

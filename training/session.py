@@ -20,7 +20,7 @@ from training.loop import EpochSettings
 from training.objective import ccl_objective
 from training.optim import make_optimizers, make_scheduler
 from training.runner import RunState, fit, restore
-from training.step import configure_backends
+from training.step import configure_backends, speed_mode
 from training.teachers import build_teachers, heads
 
 log = logging.getLogger("ccl")
@@ -33,12 +33,12 @@ def per_rank(batch_size: int) -> int:
 
 
 def epoch_settings(opt, device: torch.device, n_train_items: int) -> EpochSettings:
-    exact = opt.exact or device.type != "cuda"
+    mode = speed_mode(device, opt.exact)
     max_bad = opt.max_bad_samples if opt.max_bad_samples is not None else max(1, n_train_items // 100)
     return EpochSettings(mean=opt.mean, std=opt.std, sample_duration=opt.sample_duration,
                          loss_weight=opt.loss_weight,
-                         autocast_dtype=None if exact else torch.bfloat16,
-                         channels_last=not exact, seed=opt.manual_seed,
+                         autocast_dtype=mode.autocast_dtype, channels_last=mode.channels_last,
+                         seed=opt.manual_seed,
                          max_bad_samples=max_bad, max_nonfinite_steps=opt.max_nonfinite_steps,
                          objective=torch.compile(ccl_objective) if opt.compile else ccl_objective)
 
@@ -85,7 +85,7 @@ def run(opt, device: torch.device) -> dict:
         val_loader = build_loader(make_dataset(opt, SUBSETS["val"], "val"), batch, shuffle=False,
                                   n_threads=opt.n_threads, distributed=is_distributed())
     settings = epoch_settings(opt, device, len(train_loader.dataset) if train_loader else 0)
-    configure_backends(device, exact=settings.autocast_dtype is None)
+    configure_backends(device, exact=opt.exact)
 
     student = build_student(opt.model, opt.model_depth, opt.n_classes, opt.pretrain_path).to(device)
     if settings.channels_last:

@@ -28,6 +28,24 @@ def autocast_context(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class SpeedMode:
+    """How the student runs: bf16 autocast (CUDA only) and channels_last_3d memory."""
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+
+def speed_mode(device: torch.device, exact: bool) -> SpeedMode:
+    """`--exact`: fp32, contiguous. Otherwise bf16 autocast on CUDA, and channels_last_3d
+    wherever its convolutions are fast: CUDA, and CPUs with oneDNN (1.4× on the student's
+    forward + backward here, 2 cores, batch 4 × 16 × 112²)."""
+    if exact:
+        return SpeedMode(None, False)
+    on_cuda = device.type == "cuda"
+    return SpeedMode(torch.bfloat16 if on_cuda else None,
+                     on_cuda or (device.type == "cpu" and torch.backends.mkldnn.is_available()))
+
+
 def configure_backends(device: torch.device, exact: bool) -> None:
     """cuDNN autotuning always. `--exact` keeps PyTorch's default precision, the one the
     original ran under (fp32 matmuls; TF32 convolutions, cuDNN's default); the default mode
@@ -47,6 +65,15 @@ def gradients_finite(parameters) -> Tensor:
     return torch.isfinite(torch.stack(norms).sum())
 
 
+def buffers_by_dtype(module: nn.Module) -> dict[torch.dtype, list[Tensor]]:
+    """The module's buffers grouped by dtype, so that copying them takes one fused
+    (foreach) kernel per dtype rather than one per buffer (R(2+1)D-18 has 72)."""
+    groups: dict[torch.dtype, list[Tensor]] = {}
+    for buffer in module.buffers():
+        groups.setdefault(buffer.dtype, []).append(buffer)
+    return groups
+
+
 def train_step(student: nn.Module, teachers: list[Teacher], batch: Batch,
                optimizers: list[torch.optim.Optimizer], loss_weight: float,
                autocast_dtype: torch.dtype | None = None,
@@ -55,12 +82,17 @@ def train_step(student: nn.Module, teachers: list[Teacher], batch: Batch,
 
     The same function serves the baseline (`teachers=[]`) and CCL (A), (I), (AI). Under
     DDP, student outputs, teacher features and labels are gathered from every rank before
-    the losses (SPEC §4). A non-finite loss or gradient skips every optimizer step.
+    the losses (SPEC §4). A non-finite loss or gradient skips every optimizer step and
+    restores the student's buffers (BatchNorm statistics) to their values before the step.
     `objective` is `ccl_objective` or its torch.compile'd form (`--compile`).
     """
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
     device = batch.clip.device
+    # BatchNorm updates its running statistics during the forward pass: a skipped step
+    # must not leave non-finite ones behind, or every later evaluation is NaN.
+    buffers = buffers_by_dtype(student)
+    saved = {dtype: torch._foreach_mul(group, 1) for dtype, group in buffers.items()}
     with autocast_context(device, autocast_dtype):
         logits, features = student(batch.clip)
         outputs = [(teacher, *teacher.features(batch)) for teacher in teachers]
@@ -77,5 +109,8 @@ def train_step(student: nn.Module, teachers: list[Teacher], batch: Batch,
     if finite:
         for optimizer in optimizers:
             optimizer.step()
+    else:
+        for dtype, group in buffers.items():
+            torch._foreach_copy_(group, saved[dtype])
     correct = (logits.detach().argmax(1) == target).sum()
     return StepResult(loss=loss.detach(), terms=terms, correct=correct, count=target.shape[0], finite=finite)
