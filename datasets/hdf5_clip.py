@@ -78,7 +78,8 @@ def _read_items(path: Path, index: np.ndarray) -> np.ndarray:
     file_space = dataset.get_space()
     n_frames = file_space.shape[0]
     if index[0] < 0 or index[-1] >= n_frames:
-        raise BadSampleError(f"{path}: frame {index[-1] + 1} asked for, the file has "
+        wrong = index[0] if index[0] < 0 else index[-1]
+        raise BadSampleError(f"{path}: frame {wrong + 1} asked for, the file has "
                              f"{n_frames} frames")
     steps = np.diff(index)
     # Clips are evenly spaced frames (stride t_stride; loop padding only repeats them): one

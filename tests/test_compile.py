@@ -8,6 +8,7 @@ from torch._dynamo.testing import CompileCounter
 from models import build_student
 from models.image_teacher import ImageTeacher
 from training.objective import TeacherInputs, ccl_objective
+from training.step import SpeedMode, speed_mode
 from training.teachers import build_teachers
 
 N_CLASSES = 5
@@ -48,3 +49,11 @@ def test_objective_is_one_graph_whatever_the_audio_mask():
         loss.backward()
         assert torch.isfinite(loss)
     assert counter.frame_count == 1
+
+
+def test_speed_mode_per_device():
+    assert speed_mode(torch.device("cuda"), exact=True) == SpeedMode(None, False)
+    assert speed_mode(torch.device("cpu"), exact=True) == SpeedMode(None, False)
+    assert speed_mode(torch.device("cuda"), exact=False) == SpeedMode(torch.bfloat16, True)
+    # CPU: fp32 always (no autocast), channels_last_3d only where oneDNN runs it fast.
+    assert speed_mode(torch.device("cpu"), exact=False) == SpeedMode(None, torch.backends.mkldnn.is_available())

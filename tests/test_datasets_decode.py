@@ -251,3 +251,12 @@ def test_validation_items_use_the_reduced_scale_and_report_corrupt_frames(tmp_pa
 def test_center_crop_decodes_at_full_scale_unless_asked():
     assert ClipCenterCrop(112).plan(240, 320).scale == 1
     assert ClipCenterCrop(112, reduced_decode=True).plan(240, 320).scale == 2
+
+
+def test_frames_outside_the_file_are_named(tmp_path):
+    path = write(tmp_path / "v.hdf5", [grey(4 * k) for k in range(1, 11)])
+    with pytest.raises(BadSampleError, match=r"v.hdf5: frame 12 asked for, the file has 10 frames"):
+        read_encoded(path, [9, 10, 11, 12])
+    with pytest.raises(BadSampleError, match=r"v.hdf5: frame 0 asked for, the file has 10 frames"):
+        read_encoded(path, [0, 1, 2])
+    assert read_encoded(path, [10, 1, 5]).numbers.tolist() == [1, 5, 10]
