@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from datasets.video_dataset import UnreadableDataError
 from demo.run import run_demo
 from opts import parse_opts
 from training.checkpoint import CheckpointWriteError
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingStopped, CheckpointWriteError) as e:
         # The run started but cannot go on; the newest checkpoint on disk is complete.
         print(f"error: training stopped: {e}", file=sys.stderr)
+        return 1
+    except UnreadableDataError as e:
+        # Training, validation or inference found nothing readable (the message names a file).
+        print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
 

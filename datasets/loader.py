@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 from .collate import collate
 from .samplers import OrderedDistributedSampler
+from .video_dataset import UnreadableDataError
 
 
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, n_threads: int,
@@ -48,3 +51,23 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+def batches(loader: Iterable, desc: str, show: bool = True):
+    """The loader's batches under a progress bar (`show`: this process draws it).
+
+    A dataset that finds nothing readable raises UnreadableDataError with its one-line
+    message, also when a loader worker raised it: the DataLoader re-raises a worker's error
+    with the worker's traceback as its message, the original message on the last line.
+    """
+    iterator = iter(tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True))
+    while True:
+        try:
+            sample = next(iterator)
+        except StopIteration:
+            return
+        except UnreadableDataError as e:
+            last = str(e).strip().splitlines()[-1]
+            raise UnreadableDataError(last.removeprefix(f"{UnreadableDataError.__module__}."
+                                                        f"{UnreadableDataError.__name__}: ")) from None
+        yield sample

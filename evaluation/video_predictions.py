@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from tqdm import tqdm
+
+from datasets.loader import batches
 
 
 @dataclass
@@ -63,7 +64,7 @@ def predict_videos(model: nn.Module, loader: Iterable[dict], n_videos: int,
     counts = torch.zeros(n_videos, dtype=torch.int64, device=device)
     show_bar = not _distributed() or dist.get_rank() == 0
     with torch.inference_mode():
-        for batch in tqdm(loader, desc="inference", unit="batch", disable=not show_bar):
+        for batch in batches(loader, "inference", show=show_bar):
             index = batch["video_index"].reshape(-1)
             if len(index) and (int(index.min()) < 0 or int(index.max()) >= n_videos):
                 raise ValueError(f"video_index out of range [0, {n_videos}): "

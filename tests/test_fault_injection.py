@@ -257,7 +257,21 @@ def test_a_dataset_with_nothing_readable_stops_the_run_in_one_line(data, tmp_pat
     code, lines = run_main(capsys, data, tmp_path / "result", "--n_threads", n_threads)
     assert_one_line_error(code, lines, "unreadable samples in a row", "cannot read HDF5", str(data["video_path"]),
                           code_wanted=1, alone=False)
-    assert lines[-1].startswith("error: training stopped: 11 unreadable samples in a row, the last: ")
+    assert lines[-1].startswith("error: 11 unreadable samples in a row, the last: ")
+
+
+@pytest.mark.parametrize("n_threads", ["0", "1"])
+def test_nothing_readable_at_inference_stops_in_one_line(data, tmp_path, capsys, n_threads):
+    # Training data is fine; every validation video is broken, so inference has nothing.
+    database = json.loads(data["annotation_path"].read_text())["database"]
+    for video_id, entry in database.items():
+        if entry["subset"] == "validation":
+            video_file(data, video_id, entry).write_bytes(b"not an HDF5 file")
+    code, lines = run_main(capsys, data, tmp_path / "result", "--n_threads", n_threads,
+                           "--no_val", "--inference")
+    assert_one_line_error(code, lines, "unreadable samples in a row", "cannot read HDF5", str(data["video_path"]),
+                          code_wanted=1, alone=False)
+    assert (tmp_path / "result" / "save_last.pth").is_file()  # training itself completed
 
 
 # --- audio gaps and degenerate batches --------------------------------------------------------

@@ -8,9 +8,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from datasets.video_dataset import UnreadableDataError
+from datasets.loader import batches
 from training.batch import to_device_batch
 from training.distributed import all_reduce_sum, is_main_process
 from training.objective import ccl_objective
@@ -60,7 +59,7 @@ def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
     correct = torch.zeros((), device=device)
     count = skipped = consecutive_skipped = no_audio = 0
     bad: list[str] = []
-    samples = Timed(batches(loader, f"train {epoch}"))
+    samples = Timed(batches(loader, f"train {epoch}", show=is_main_process()))
     start = time.perf_counter()
     for sample in samples:
         if sample["bad"]:
@@ -118,23 +117,6 @@ class Timed:
             yield item
 
 
-def batches(loader, desc: str):
-    """The loader's batches under a progress bar. A dataset that finds nothing readable stops
-    the run with its one-line message, also when a loader worker raised it (the DataLoader
-    then re-raises it with the worker's traceback as the message, the original on its last line)."""
-    iterator = iter(tqdm(loader, desc=desc, leave=False, disable=not is_main_process(), dynamic_ncols=True))
-    while True:
-        try:
-            sample = next(iterator)
-        except StopIteration:
-            return
-        except UnreadableDataError as e:
-            last = str(e).strip().splitlines()[-1]
-            raise TrainingStopped(last.removeprefix(f"{UnreadableDataError.__module__}."
-                                                    f"{UnreadableDataError.__name__}: ")) from None
-        yield sample
-
-
 def bad_samples_summary(bad: list[str], epoch: int, limit: int) -> str:
     """One line naming the unreadable files (records are `"<file>: <reason>"`)."""
     files = list(dict.fromkeys(record.split(": ", 1)[0] for record in bad))
@@ -154,7 +136,7 @@ def validate(student: nn.Module, loader, settings: EpochSettings, device: torch.
     student.eval()
     totals = torch.zeros(3, device=device, dtype=torch.float64)   # loss sum, correct, count
     with torch.inference_mode():
-        for sample in batches(loader, desc):
+        for sample in batches(loader, desc, show=is_main_process()):
             batch = to_device_batch(sample, device, settings.mean, settings.std, 0, settings.channels_last)
             with autocast_context(device, settings.autocast_dtype):
                 logits, _ = student(batch.clip)
