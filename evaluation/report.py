@@ -21,6 +21,7 @@ from evaluation import plots
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
 from evaluation.retrieval import nearest_neighbours
 from evaluation.video_predictions import load_features
+from training.loop import TIMING_KEYS
 
 N_RETRIEVAL_EXAMPLES = 5
 N_NEIGHBOURS = 5
@@ -57,7 +58,7 @@ def _read_log(path: Path) -> pd.DataFrame | None:
 
 # Numeric train.log / val.log columns that are not loss terms: drawn in no loss panel.
 NOT_LOSSES = ("epoch", "lr", "skipped_steps", "bad_samples", "samples_without_audio",
-              "clips_per_s", "data_wait")
+              *TIMING_KEYS)
 
 
 def _curves_section(result_path: Path, summary: Summary) -> list[str]:
