@@ -11,6 +11,14 @@ MEAN_STD = {
 SUBSETS = {"train": "training", "val": "validation", "test": "testing"}
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer ≥ 0 (seeds feed NumPy's SeedSequence, which needs that)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="CCL: distilling audio-visual knowledge by compositional contrastive learning",
@@ -69,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--multistep_milestones", default=[150, 225], type=int, nargs="+")
     optim.add_argument("--batch_size", default=16, type=int, help="global batch size (split over processes)")
     optim.add_argument("--n_epochs", default=300, type=int)
-    optim.add_argument("--manual_seed", default=1, type=int)
+    optim.add_argument("--manual_seed", default=1, type=non_negative_int)
     optim.add_argument("--max_nonfinite_steps", default=20, type=int,
                        help="consecutive skipped (non-finite) steps that stop the run")
     optim.add_argument("--max_bad_samples", default=None, type=int,

@@ -24,6 +24,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -41,7 +42,8 @@ from datasets.synthetic import write_synthetic_dataset  # noqa: E402
 
 
 class Cycled(Dataset):
-    """`length` items that go round `dataset` (item i is dataset[i % len(dataset)])."""
+    """`length` items that go round `dataset` (item i is dataset[i % len(dataset)]; a
+    seeded training key (i, seed) is (i % len(dataset), seed))."""
 
     def __init__(self, dataset: Dataset, length: int) -> None:
         self.dataset, self.length = dataset, length
@@ -49,8 +51,10 @@ class Cycled(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> object:
-        return self.dataset[index % len(self.dataset)]
+    def __getitem__(self, key: int | tuple[int, int]) -> object:
+        if isinstance(key, tuple):
+            return self.dataset[(key[0] % len(self.dataset), key[1])]
+        return self.dataset[key % len(self.dataset)]
 
 
 class ReferenceDataset(Dataset):
@@ -88,9 +92,10 @@ def warmup_batches(n_threads: int) -> int:
     return 1 + 2 * n_threads
 
 
-def time_batches(loader: DataLoader, n_batches: int, desc: str) -> float:
-    """Seconds for `n_batches` batches of a fresh epoch after its warm-up batches; the
-    epoch's workers are shut down before returning."""
+def time_batches(make_loader: Callable[[], DataLoader], n_batches: int, desc: str) -> float:
+    """Seconds for `n_batches` batches of a fresh loader's first epoch after its warm-up
+    batches; its workers are shut down before returning."""
+    loader = make_loader()
     batches = iter(loader)
     for _ in range(warmup_batches(loader.num_workers)):
         next(batches)
@@ -98,7 +103,7 @@ def time_batches(loader: DataLoader, n_batches: int, desc: str) -> float:
     for _ in tqdm(range(n_batches), desc=desc, leave=False, file=sys.stderr):
         next(batches)
     elapsed = time.perf_counter() - start
-    del batches  # stops the workers (no loader here keeps persistent workers)
+    del batches, loader  # stops the workers, persistent ones included
     return elapsed
 
 
@@ -137,12 +142,12 @@ def run(args: argparse.Namespace) -> dict:
                            args.sample_duration, args.sample_size, audio_path=args.audio_path,
                            crop_scale=scale, crop_ratio=ratio)
     length = (warmup_batches(args.n_threads) + args.n_batches) * args.batch_size
-    loaders = {"ours": build_loader(Cycled(dataset, length), args.batch_size,
-                                    shuffle=True, n_threads=args.n_threads)}
+    loaders = {"ours": lambda: build_loader(Cycled(dataset, length), args.batch_size,
+                                            shuffle=True, n_threads=args.n_threads)}
     if args.reference:
         reference = Cycled(ReferenceDataset(dataset, args.sample_size, scale, ratio), length)
-        loaders["reference"] = DataLoader(reference, args.batch_size, shuffle=True,
-                                          num_workers=args.n_threads)
+        loaders["reference"] = lambda: DataLoader(reference, args.batch_size, shuffle=True,
+                                                  num_workers=args.n_threads)
     best = {name: float("inf") for name in loaders}
     for _ in range(args.rounds):
         for name, loader in loaders.items():

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from .collate import collate
-from .samplers import OrderedDistributedSampler
+from .samplers import OrderedDistributedSampler, SeededSampler
 from .video_dataset import UnreadableDataError
 
 
@@ -20,28 +20,31 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, n_threads: in
                  ) -> DataLoader:
     """A DataLoader over `dataset` with the `collate` of this package.
 
-    n_threads: worker processes; 0 loads in the calling process. Workers persist between
-        epochs only for evaluation (shuffle=False): training workers are started afresh each
-        epoch so that the epoch's augmentation depends on (seed, epoch) alone, which makes a
-        resumed run identical to an uninterrupted one (see training.runner.seed_epoch).
-    distributed: shuffle=True (training) uses torch's DistributedSampler (call
-        `loader.sampler.set_epoch(epoch)` each epoch); shuffle=False (validation, inference)
-        uses OrderedDistributedSampler, which gives every item to exactly one rank.
-    seed: drives shuffling and the per-worker torch seeds (offset by the rank), so a run
-        with a fixed seed draws the same crops. With n_threads=0 the caller's global torch
-        RNG drives the augmentation.
+    shuffle=True (training): torch's DistributedSampler shuffles (over one replica when not
+        `distributed`) from (seed, epoch), and SeededSampler gives every item its own
+        augmentation seed, so an epoch depends on (seed, epoch, rank) alone. Call
+        `loader.sampler.set_epoch(epoch)` every epoch (training.runner.seed_epoch).
+        shuffle=False (validation, inference): in order; under `distributed`,
+        OrderedDistributedSampler gives every item to exactly one rank.
+    n_threads: worker processes, which persist between epochs; 0 loads in the calling
+        process. A training epoch gives the same batches either way.
+    seed: drives shuffling, the items' seeds and the workers' own torch seeds (offset by the
+        rank).
     """
     rank = dist.get_rank() if distributed else 0
-    sampler = None
-    if distributed:
-        sampler = (DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
-                   if shuffle else OrderedDistributedSampler(dataset))
+    sampler: Sampler | None = None
+    if shuffle:
+        order = DistributedSampler(dataset, num_replicas=dist.get_world_size() if distributed else 1,
+                                   rank=rank, shuffle=True, seed=seed, drop_last=drop_last)
+        sampler = SeededSampler(order, seed, rank)
+    elif distributed:
+        sampler = OrderedDistributedSampler(dataset)
     generator = torch.Generator()
     generator.manual_seed(seed + rank)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-        num_workers=n_threads, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last, persistent_workers=n_threads > 0 and not shuffle,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=n_threads,
+        collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
+        persistent_workers=n_threads > 0,
         worker_init_fn=_seed_worker if n_threads > 0 else None, generator=generator)
 
 

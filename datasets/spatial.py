@@ -75,8 +75,10 @@ class ClipTransform(ABC):
     size: int
 
     @abstractmethod
-    def plan(self, height: int, width: int) -> CropPlan:
-        """The parameters for one clip of height × width frames (random ones drawn here)."""
+    def plan(self, height: int, width: int,
+             generator: torch.Generator | None = None) -> CropPlan:
+        """The parameters for one clip of height × width frames (random ones drawn here,
+        from `generator` or, when None, the global torch RNG)."""
 
     def finish(self, frames: Tensor, plan: CropPlan) -> Tensor:
         """frames (N, 3, h, w) uint8, the plan's box at any decode scale → (N, 3, S, S)
@@ -104,15 +106,16 @@ class ClipRandomResizedCrop(ClipTransform):
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True) -> None:
         self.size, self.scale, self.ratio, self.hflip = size, scale, ratio, hflip
 
-    def plan(self, height: int, width: int) -> CropPlan:
+    def plan(self, height: int, width: int,
+             generator: torch.Generator | None = None) -> CropPlan:
         """The crop of torchvision's RandomResizedCrop, then the flip, from the torch RNG in
         that order (as the original drew them). Always decoded at full size: only about 1 in
         8 crops of 320 × 240 frames is at least 2 × 112 on both sides, a reduced box must
         have its corners on the reduced grid (1 box in 16 at scale 2; others would move by
         half a reduced pixel), and Pillow's 1/2 decode costs about what torchvision's
         full-size decode does, so the gain would be a few per cent of those few clips."""
-        box = random_resized_crop_params(height, width, self.scale, self.ratio)
-        flip = self.hflip and torch.rand(1).item() < 0.5
+        box = random_resized_crop_params(height, width, self.scale, self.ratio, generator)
+        flip = self.hflip and torch.rand(1, generator=generator).item() < 0.5
         return CropPlan(box, 1, (self.size, self.size), (0, 0), flip)
 
 
@@ -129,7 +132,8 @@ class ClipCenterCrop(ClipTransform):
         self.size = size
         self.scales = (1, 2, 4, 8) if reduced_decode else (1,)
 
-    def plan(self, height: int, width: int) -> CropPlan:
+    def plan(self, height: int, width: int,
+             generator: torch.Generator | None = None) -> CropPlan:
         """Whole frame, decoded at the largest allowed scale 1/s that keeps the short side at
         least `size` and divides both sides; else at full size."""
         short, long = min(height, width), max(height, width)

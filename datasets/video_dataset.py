@@ -36,9 +36,12 @@ class VideoDataset(Dataset):
     Every audio feature file is read, checked and kept in memory here (`AudioBank`): a broken
     one is a ValueError naming it, before training rather than inside a loader worker.
 
-    Randomness comes from the torch RNG, which DataLoader seeds per worker, so a fixed seed
-    reproduces a run. An unreadable sample is replaced by a random other item (at most
-    `max_retries` tries); the item's `bad` list says what was replaced and why.
+    Items are looked up by index, or by `(index, seed)` (the keys of SeededSampler, used for
+    training): the item's random draws (temporal start, crop, flip, replacement of an
+    unreadable sample) then come from a generator seeded with `seed`, so they do not depend
+    on which process loads it. With a plain index they come from the global torch RNG. An
+    unreadable sample is replaced by a random other item (at most `max_retries` tries); the
+    item's `bad` list says what was replaced and why.
 
     Attributes: `labels` class names; per video `video_ids`, `video_labels` (-1 unlabeled),
     `hdf5_files`, `audio_files` (None: no audio), `segments`; `audio` their features
@@ -95,44 +98,47 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.item_video_index)
 
-    def frame_numbers(self, index: int) -> list[int]:
-        """The T 1-based frame numbers of item `index` (a fresh random crop in train mode)."""
+    def frame_numbers(self, index: int, generator: torch.Generator | None = None) -> list[int]:
+        """The T 1-based frame numbers of item `index` (a fresh random crop in train mode,
+        drawn from `generator` or the global torch RNG)."""
         video = int(self.item_video_index[index])
         frames = frame_list(self.segments[video], self.t_stride)
         if self._item_start is None:
-            start = random_start(len(frames), self.sample_duration)
+            start = random_start(len(frames), self.sample_duration, generator)
         else:
             start = int(self._item_start[index])
         return clip_at(frames, start, self.sample_duration)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Item of DESIGN.md: clip (3, T, S, S) uint8, target, audio (512,), audio_weight,
-        video_index, bad."""
+        video_index, bad. `key`: an index, or (index, seed) (see the class docstring)."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
         bad: list[str] = []
         for _ in range(self.max_retries + 1):
             try:
-                item = self._load(index)
+                item = self._load(index, generator)
             except BadSampleError as e:
                 bad.append(str(e))
-                index = self._other_index(index)
+                index = self._other_index(index, generator)
                 continue
             item["bad"] = bad
             return item
         raise UnreadableDataError(f"{len(bad)} unreadable samples in a row, the last: {bad[-1]} "
                                   f"(check the HDF5 files under the video path)")
 
-    def _other_index(self, index: int) -> int:
+    def _other_index(self, index: int, generator: torch.Generator | None) -> int:
         """A uniformly drawn item other than `index` (itself only when it is the only one)."""
         if len(self) == 1:
             return index
-        other = int(torch.randint(0, len(self) - 1, (1,)))
+        other = int(torch.randint(0, len(self) - 1, (1,), generator=generator))
         return other + (other >= index)
 
-    def _load(self, index: int) -> dict:
+    def _load(self, index: int, generator: torch.Generator | None) -> dict:
         video = int(self.item_video_index[index])
-        clip = read_encoded(self.hdf5_files[video], self.frame_numbers(index))
+        clip = read_encoded(self.hdf5_files[video], self.frame_numbers(index, generator))
         # The spatial parameters first: only the part of the frames they keep is decoded.
-        plan = self.spatial.plan(*clip.frame_size)
+        plan = self.spatial.plan(*clip.frame_size, generator)
         frames = self.spatial.finish(decode_frames(clip, plan.box, plan.scale), plan)
         inverse = clip.inverse
         if not torch.equal(inverse, torch.arange(len(inverse))):

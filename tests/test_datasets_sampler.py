@@ -1,7 +1,10 @@
-"""OrderedDistributedSampler: every item on exactly one rank, no padding."""
+"""OrderedDistributedSampler: every item on exactly one rank, no padding. SeededSampler:
+an item's seed follows (seed, epoch, rank, position) alone."""
 import pytest
+from torch.utils.data import DistributedSampler
 
 from datasets import OrderedDistributedSampler
+from datasets.samplers import SeededSampler
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
@@ -20,3 +23,25 @@ def test_each_item_exactly_once_over_the_ranks(world_size, n):
 def test_rank_outside_world_is_rejected():
     with pytest.raises(ValueError, match="rank 2 outside world size 2"):
         OrderedDistributedSampler([1, 2, 3], rank=2, world_size=2)
+
+
+def seeded_keys(seed, epoch, rank=0, world_size=1, n=10):
+    order = DistributedSampler(list(range(n)), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    sampler = SeededSampler(order, seed, rank)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_seeded_sampler_keys_follow_seed_epoch_and_rank():
+    keys = seeded_keys(seed=3, epoch=2)
+    assert keys == seeded_keys(seed=3, epoch=2)  # nothing else enters
+    indices, seeds = zip(*keys)
+    # The wrapped sampler's order, with set_epoch forwarded to it.
+    reference = DistributedSampler(list(range(10)), num_replicas=1, rank=0, shuffle=True, seed=3)
+    reference.set_epoch(2)
+    assert list(indices) == list(reference) and sorted(indices) == list(range(10))
+    assert len(set(seeds)) == 10 and all(0 <= s < 2**32 for s in seeds)
+    for other in (seeded_keys(seed=4, epoch=2), seeded_keys(seed=3, epoch=3),
+                  seeded_keys(seed=3, epoch=2, rank=1, world_size=2)):
+        assert not set(seeds) & {s for _, s in other}
+    assert len(SeededSampler(reference, 3)) == 10

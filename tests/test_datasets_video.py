@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from datasets import VideoDataset, build_loader, collate, read_clip
+from datasets.synthetic import write_synthetic_dataset
 from datasets.temporal import even_starts, window_starts
 
 W, H = 32, 24
@@ -235,6 +236,48 @@ def test_worker_loader_is_reproducible_with_a_seed(tmp_path):
     run = first_epoch(3)
     assert run == first_epoch(3)
     assert run != first_epoch(4)
+
+
+def test_a_training_epoch_is_the_same_with_any_number_of_workers_and_after_a_restart(tmp_path):
+    # Items carry their own augmentation seeds (SeededSampler), so what a worker's RNG has
+    # drawn before, and which process loads an item, do not enter. Textured frames, so the
+    # spatial crop and flip show in the pixels.
+    data = write_synthetic_dataset(tmp_path, 6, 24)
+    ds = VideoDataset(data.video_path, data.annotation_path, "training", "train",
+                      sample_duration=4, sample_size=32, audio_path=data.audio_path)
+
+    def epochs(n_threads, first, last):
+        loader = build_loader(ds, batch_size=2, shuffle=True, n_threads=n_threads, seed=5)
+        runs = []
+        for epoch in range(first, last + 1):
+            loader.sampler.set_epoch(epoch)
+            batches = list(loader)
+            runs.append([torch.cat([b["clip"] for b in batches]),
+                         torch.cat([b["video_index"] for b in batches])])
+        return runs
+
+    in_process = epochs(0, 1, 3)
+    torch.manual_seed(123)  # the global RNG does not enter either
+    assert_runs_equal(epochs(2, 1, 3), in_process)  # persistent workers, epochs 1-3
+    assert_runs_equal(epochs(1, 3, 3), in_process[2:])  # fresh workers from epoch 3
+    assert not torch.equal(in_process[0][0], in_process[1][0])  # epochs differ
+
+
+def assert_runs_equal(runs, expected):
+    assert len(runs) == len(expected)
+    for (clips, videos), (clips_ref, videos_ref) in zip(runs, expected):
+        assert torch.equal(videos, videos_ref) and torch.equal(clips, clips_ref)
+
+
+def test_a_seeded_key_gives_the_same_item_whatever_the_global_rng(tmp_path):
+    video_path, annotation = make_dataset(tmp_path, {"v": ("a", 60, "training")})
+    ds = VideoDataset(video_path, annotation, "training", "train", sample_size=16)
+    torch.manual_seed(0)
+    first = ds[(0, 77)]["clip"]
+    torch.manual_seed(1)
+    assert torch.equal(ds[(0, 77)]["clip"], first)
+    clips = [ds[(0, seed)]["clip"] for seed in range(8)]
+    assert len({tuple(frame_numbers_of(c)) for c in clips}) > 1  # seeds do draw
 
 
 def test_temporal_stride_spaces_the_frames(tmp_path):

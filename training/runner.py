@@ -53,13 +53,11 @@ def restore(state: RunState, checkpoint: dict, path: Path, resume_training: bool
 def seed_epoch(loader, seed: int, epoch: int) -> None:
     """Make epoch `epoch` depend only on (seed, epoch): identical after a resume.
 
-    Shuffling, worker seeds (fresh workers every epoch) and main-process randomness are
-    all re-seeded here; ranks get different augmentation streams."""
+    The training sampler's shuffle and its items' augmentation seeds follow the epoch
+    (datasets.build_loader), and the training process's own randomness is re-seeded; ranks
+    get different streams."""
     torch.manual_seed(seed + epoch + 100_003 * rank())
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-    if loader.generator is not None:
-        loader.generator.manual_seed(seed + epoch)
+    loader.sampler.set_epoch(epoch)
 
 
 def fit(opt, state: RunState, train_loader, val_loader, settings: EpochSettings,
