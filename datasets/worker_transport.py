@@ -25,7 +25,8 @@ from torch import Tensor
 class ByValue:
     """A tensor that is pickled with its data, not as a shared-memory segment (for a few
     hundred bytes, passing a descriptor costs far more than the bytes). Unpickles as a tensor
-    with the same dtype and shape."""
+    with the same dtype and shape; for CPU tensors of the dtypes NumPy has (the batch's
+    int64 and float32 fields)."""
 
     def __init__(self, tensor: Tensor) -> None:
         self.tensor = tensor
