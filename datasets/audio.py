@@ -55,14 +55,16 @@ class AudioBank:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def feature(self, video: int) -> tuple[Tensor, float]:
+    def feature(self, video: int, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, float]:
         """(feature (512,) float32, weight) of video `video`: its only row, or for a (T, 512)
-        file one row drawn from the torch RNG at every call; zeros and weight 0.0 without
-        audio, so the sample drops out of every audio term."""
+        file one row drawn at every call from `generator` (None: the global torch RNG); zeros
+        and weight 0.0 without audio, so the sample drops out of every audio term."""
         start, stop = int(self.offsets[video]), int(self.offsets[video + 1])
         if start == stop:
             return torch.zeros(AUDIO_DIM, dtype=torch.float32), 0.0
-        row = start if stop - start == 1 else start + int(torch.randint(0, stop - start, (1,)))
+        row = start if stop - start == 1 else start + int(
+            torch.randint(0, stop - start, (1,), generator=generator))
         return torch.from_numpy(self.rows[row].copy()), 1.0
 
 

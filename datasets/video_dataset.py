@@ -37,8 +37,8 @@ class VideoDataset(Dataset):
     one is a ValueError naming it, before training rather than inside a loader worker.
 
     Items are looked up by index, or by `(index, seed)` (the keys of SeededSampler, used for
-    training): the item's random draws (temporal start, crop, flip, replacement of an
-    unreadable sample) then come from a generator seeded with `seed`, so they do not depend
+    training): the item's random draws (temporal start, crop, flip, audio row of a (T, 512)
+    feature, replacement of an unreadable sample) then come from a generator seeded with `seed`, so they do not depend
     on which process loads it. With a plain index they come from the global torch RNG. An
     unreadable sample is replaced by a random other item (at most `max_retries` tries); the
     item's `bad` list says what was replaced and why.
@@ -143,7 +143,7 @@ class VideoDataset(Dataset):
         inverse = clip.inverse
         if not torch.equal(inverse, torch.arange(len(inverse))):
             frames = frames[inverse]
-        audio, weight = self.audio.feature(video)
+        audio, weight = self.audio.feature(video, generator)
         return {
             "clip": frames.permute(1, 0, 2, 3),
             "target": torch.tensor(self.video_labels[video], dtype=torch.int64),

@@ -271,13 +271,20 @@ def assert_runs_equal(runs, expected):
 
 def test_a_seeded_key_gives_the_same_item_whatever_the_global_rng(tmp_path):
     video_path, annotation = make_dataset(tmp_path, {"v": ("a", 60, "training")})
-    ds = VideoDataset(video_path, annotation, "training", "train", sample_size=16)
+    # A (T, 512) audio feature: one row is drawn per item, from the item's seed too.
+    rows = np.arange(40 * 512, dtype=np.float32).reshape(40, 512)
+    (tmp_path / "audio" / "a").mkdir(parents=True)
+    np.save(tmp_path / "audio" / "a" / "v.npy", rows)
+    ds = VideoDataset(video_path, annotation, "training", "train", sample_size=16,
+                      audio_path=tmp_path / "audio")
     torch.manual_seed(0)
-    first = ds[(0, 77)]["clip"]
+    first = ds[(0, 77)]
     torch.manual_seed(1)
-    assert torch.equal(ds[(0, 77)]["clip"], first)
-    clips = [ds[(0, seed)]["clip"] for seed in range(8)]
-    assert len({tuple(frame_numbers_of(c)) for c in clips}) > 1  # seeds do draw
+    again = ds[(0, 77)]
+    assert torch.equal(again["clip"], first["clip"]) and torch.equal(again["audio"], first["audio"])
+    items = [ds[(0, seed)] for seed in range(8)]
+    assert len({tuple(frame_numbers_of(item["clip"])) for item in items}) > 1  # seeds do draw
+    assert len({int(item["audio"][0]) // 512 for item in items}) > 1
 
 
 def test_temporal_stride_spaces_the_frames(tmp_path):
