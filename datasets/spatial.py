@@ -109,11 +109,12 @@ class ClipRandomResizedCrop(ClipTransform):
     def plan(self, height: int, width: int,
              generator: torch.Generator | None = None) -> CropPlan:
         """The crop of torchvision's RandomResizedCrop, then the flip, drawn in that order (as
-        the original drew them) from `generator` or the global torch RNG. Always decoded at full size: only about 1 in
-        8 crops of 320 × 240 frames is at least 2 × 112 on both sides, a reduced box must
-        have its corners on the reduced grid (1 box in 16 at scale 2; others would move by
-        half a reduced pixel), and Pillow's 1/2 decode costs about what torchvision's
-        full-size decode does, so the gain would be a few per cent of those few clips."""
+        the original drew them) from `generator` or the global torch RNG. Always decoded at
+        full size: only about 1 in 8 crops of 320 × 240 frames is at least 2 × 112 on both
+        sides, a reduced box must have its corners on the reduced grid (1 box in 16 at scale
+        2; others would move by half a reduced pixel), and Pillow's 1/2 decode costs about
+        what torchvision's full-size decode does, so the gain would be a few per cent of
+        those few clips."""
         box = random_resized_crop_params(height, width, self.scale, self.ratio, generator)
         flip = self.hflip and torch.rand(1, generator=generator).item() < 0.5
         return CropPlan(box, 1, (self.size, self.size), (0, 0), flip)
