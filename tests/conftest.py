@@ -3,8 +3,21 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `@pytest.mark.cuda` need a GPU (`pytest -m cuda` runs only them);
+    without a visible CUDA device they are skipped, all with one reason."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
