@@ -8,7 +8,6 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `@pytest.mark.cuda` need a GPU (`pytest -m cuda` runs only them);
     without a visible CUDA device they are skipped, all with one reason."""
@@ -16,7 +15,7 @@ def pytest_collection_modifyitems(config, items) -> None:
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "cuda" in item.keywords:
+        if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
 
 
