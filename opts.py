@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--compile", action="store_true",
                         help="torch.compile the student, the image teacher and the CCL objective "
                              "(the first steps are slow while compiling)")
+    device.add_argument("--gpu_decode", action="store_true",
+                        help="loader workers read the JPEG bytes and draw the crops; the training process "
+                             "decodes each batch on its device (nvJPEG on a GPU, with --no_cuda the CPU) "
+                             "and crops, resizes and flips there, for training, validation and inference")
 
     demo = p.add_argument_group("demo")
     demo.add_argument("--demo", action="store_true",

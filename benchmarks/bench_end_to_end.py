@@ -1,13 +1,14 @@
 """End-to-end training throughput: loader and step together, as `main.py` trains.
 
     python benchmarks/bench_end_to_end.py --make_synthetic 800 --config ai --batch_size 64 \
-        --n_threads 16 --device cuda --compile --epochs 2
+        --n_threads 16 --device cuda --compile --epochs 2 [--gpu_decode]
 
 trains `--epochs` epochs with `main.py` (no validation) and prints one JSON line with the
 last epoch's `train.log` figures: `clips_per_s` (clips over the epoch's wall time) and
 `data_wait` (the share of it spent waiting for the loader), plus the settings. The last
 epoch is the steady state: the first includes worker start-up and, with --compile, the
-compilation. With real data, give --video_path, --annotation_path and --audio_path.
+compilation. `--gpu_decode` passes main.py's --gpu_decode (the workers read the JPEG
+bytes, the training process decodes each batch on the device). With real data, give --video_path, --annotation_path and --audio_path.
 Without --image_teacher_weights the image teacher is an untrained ResNet-34
 (`--allow_untrained_teacher`; its speed does not depend on its weights), and the line says so.
 """
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--exact", action="store_true")
+    p.add_argument("--gpu_decode", action="store_true")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--sample_size", type=int, default=112)
     p.add_argument("--sample_duration", type=int, default=16)
@@ -79,6 +81,7 @@ def main_options(args: argparse.Namespace, result_path: Path) -> list[str]:
     options += ["--no_cuda"] if args.device == "cpu" else []
     options += ["--compile"] if args.compile else []
     options += ["--exact"] if args.exact else []
+    options += ["--gpu_decode"] if args.gpu_decode else []
     return options
 
 
@@ -99,6 +102,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
             "epoch": int(last["epoch"]), "config": args.config, "batch_size": args.batch_size,
             "n_threads": args.n_threads, "device": args.device, "device_name": device,
             "mode": "compile" if args.compile else "exact" if args.exact else "default",
+            "gpu_decode": args.gpu_decode,
             "image_teacher": ("none" if args.config in ("base", "a") else
                               "weights" if args.image_teacher_weights else "untrained"),
             "sample_size": args.sample_size, "sample_duration": args.sample_duration,

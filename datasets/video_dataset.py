@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from .annotation import load_annotation, resolve_samples
 from .audio import AudioBank
+from .encoded import EncodedItem
 from .hdf5_clip import BadSampleError, decode_frames, read_encoded
 from .spatial import ClipCenterCrop, ClipRandomResizedCrop, ClipTransform
 from .temporal import clip_at, even_starts, frame_list, random_start, window_starts
@@ -32,6 +33,9 @@ class VideoDataset(Dataset):
         each an item; resize + center crop.
     `t_stride` takes every k-th frame before any of the above (--sample_t_stride).
     `reduced_decode` lets val/inference decode JPEGs at reduced scale (see ClipCenterCrop).
+    `encoded`: items carry the clip's undecoded frames and its drawn spatial parameters
+    (`encoded`, an EncodedItem) instead of `clip`, for decoding in the training process
+    (`device_decode`); every random draw is the same as for the decoded clip.
 
     Every audio feature file is read, checked and kept in memory here (`AudioBank`): a broken
     one is a ValueError naming it, before training rather than inside a loader worker.
@@ -55,11 +59,15 @@ class VideoDataset(Dataset):
                  inference_stride: int = 16, t_stride: int = 1,
                  crop_scale: tuple[float, float] = (0.25, 1.0),
                  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True,
-                 strict: bool = False, max_retries: int = 10, reduced_decode: bool = False) -> None:
+                 strict: bool = False, max_retries: int = 10, reduced_decode: bool = False,
+                 encoded: bool = False) -> None:
         if mode not in ("train", "val", "inference"):
             raise ValueError(f"mode must be 'train', 'val' or 'inference', got {mode!r}")
         if sample_duration < 1 or t_stride < 1:
             raise ValueError("sample_duration and t_stride must be at least 1")
+        if encoded and reduced_decode:
+            raise ValueError("reduced-scale decoding happens in the CPU decoder: it cannot be "
+                             "combined with encoded items, which are decoded at full size")
         annotation = load_annotation(annotation_path)
         samples = resolve_samples(annotation, subset, video_path, audio_path, strict)
         self.labels = annotation.labels
@@ -71,6 +79,7 @@ class VideoDataset(Dataset):
         self.sample_duration = sample_duration
         self.t_stride = t_stride
         self.max_retries = max_retries
+        self.encoded = encoded
         self.hdf5_files = [s.hdf5_file for s in samples]
         self.audio_files = [s.audio_file for s in samples]
         self.segments = [s.segment for s in samples]
@@ -110,8 +119,9 @@ class VideoDataset(Dataset):
         return clip_at(frames, start, self.sample_duration)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        """Item of DESIGN.md: clip (3, T, S, S) uint8, target, audio (512,), audio_weight,
-        video_index, bad. `key`: an index, or (index, seed) (see the class docstring)."""
+        """Item of DESIGN.md: clip (3, T, S, S) uint8 (or `encoded`), target, audio (512,),
+        audio_weight, video_index, bad. `key`: an index, or (index, seed) (see the class
+        docstring)."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         bad: list[str] = []
@@ -139,13 +149,17 @@ class VideoDataset(Dataset):
         clip = read_encoded(self.hdf5_files[video], self.frame_numbers(index, generator))
         # The spatial parameters first: only the part of the frames they keep is decoded.
         plan = self.spatial.plan(*clip.frame_size, generator)
-        frames = self.spatial.finish(decode_frames(clip, plan.box, plan.scale), plan)
-        inverse = clip.inverse
-        if not torch.equal(inverse, torch.arange(len(inverse))):
-            frames = frames[inverse]
+        if self.encoded:
+            visual = {"encoded": EncodedItem(clip, plan, self.spatial.size)}
+        else:
+            frames = self.spatial.finish(decode_frames(clip, plan.box, plan.scale), plan)
+            inverse = clip.inverse
+            if not torch.equal(inverse, torch.arange(len(inverse))):
+                frames = frames[inverse]
+            visual = {"clip": frames.permute(1, 0, 2, 3)}
         audio, weight = self.audio.feature(video, generator)
         return {
-            "clip": frames.permute(1, 0, 2, 3),
+            **visual,
             "target": torch.tensor(self.video_labels[video], dtype=torch.int64),
             "audio": audio,
             "audio_weight": torch.tensor(weight, dtype=torch.float32),

@@ -57,11 +57,11 @@ class ClipBuffers:
         shape = (len(clips), *clips[0].shape)
         free = (self.taken == 0).nonzero()
         if len(free) == 0:
-            return torch.stack(clips, out=_shared_empty(shape, clips[0].dtype)).permute(dims)
+            return torch.stack(clips, out=shared_empty(shape, clips[0].dtype)).permute(dims)
         slot = int(free[0])
         buffer = self.buffers[slot]
         if buffer is None or buffer.shape != shape or buffer.dtype != clips[0].dtype:
-            buffer = self.buffers[slot] = _shared_empty(shape, clips[0].dtype)
+            buffer = self.buffers[slot] = shared_empty(shape, clips[0].dtype)
         self.taken[slot] = 1
         return _Lent(torch.stack(clips, out=buffer).permute(dims), self.taken, slot)
 
@@ -87,7 +87,7 @@ def _give_back(taken: np.ndarray, slot: int) -> None:
     taken[slot] = 0
 
 
-def _shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
     # A new shared segment written only by the stack, as default_collate makes in a worker
     # (share_memory_() on a fresh tensor would copy its memory into the segment first).
     storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)

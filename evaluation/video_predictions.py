@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from datasets.device_decode import clip_to_device
 from datasets.loader import batches
 
 
@@ -41,8 +42,9 @@ def predict_videos(model: nn.Module, loader: Iterable[dict], n_videos: int,
                    amp_dtype: torch.dtype | None = None) -> VideoPredictions:
     """Run `model` over every window of `loader` and average its outputs per video.
 
-    loader: yields dicts with `clip` uint8 (B, 3, T, S, S) and `video_index` int64 (B,)
-        (DESIGN.md dataset items); windows of one video may be spread over any batches.
+    loader: yields dicts with `clip` uint8 (B, 3, T, S, S) (or undecoded frames,
+        `clip_to_device`) and `video_index` int64 (B,) (DESIGN.md dataset items); windows
+        of one video may be spread over any batches.
     n_videos: N, the number of videos (`len(dataset.video_ids)`).
     normalize: maps the uint8 clip batch, already on `device`, to the float model input.
     amp_dtype: autocast dtype (e.g. torch.bfloat16) or None for full precision; the
@@ -65,13 +67,14 @@ def predict_videos(model: nn.Module, loader: Iterable[dict], n_videos: int,
     show_bar = not _distributed() or dist.get_rank() == 0
     with torch.inference_mode():
         for batch in batches(loader, "inference", show=show_bar):
+            batch = clip_to_device(batch, device)
             index = batch["video_index"].reshape(-1)
             if len(index) and (int(index.min()) < 0 or int(index.max()) >= n_videos):
                 raise ValueError(f"video_index out of range [0, {n_videos}): "
                                  f"{int(index.min())}..{int(index.max())}; "
                                  "n_videos must be len(dataset.video_ids)")
             index = index.to(device, non_blocking=True)
-            clip = normalize(batch["clip"].to(device, non_blocking=True))
+            clip = normalize(batch["clip"])
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits, features = model(clip)
             if score_sum is None:

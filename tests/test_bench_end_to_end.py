@@ -38,3 +38,13 @@ def test_configs_map_to_main_options(tmp_path, config, flags):
     with_weights = bench_end_to_end.main_options(bench_end_to_end.parse_args(
         [*common, "--image_teacher_weights", str(tmp_path / "r34.pth")]), Path("out"))
     assert "--allow_untrained_teacher" not in with_weights
+
+
+def test_gpu_decode_is_passed_to_main(tmp_path):
+    annotation = tmp_path / "a.json"
+    annotation.write_text('{"labels": ["x"], "database": {}}')
+    common = ["--video_path", str(tmp_path), "--annotation_path", str(annotation), "--config", "base",
+              "--device", "cpu"]
+    for flags in ([], ["--gpu_decode"]):
+        options = bench_end_to_end.main_options(bench_end_to_end.parse_args([*common, *flags]), Path("out"))
+        assert ("--gpu_decode" in options) == bool(flags)

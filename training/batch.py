@@ -4,6 +4,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from datasets.device_decode import clip_to_device
 from datasets.transforms import normalize_clip
 
 
@@ -28,9 +29,11 @@ def to_device_batch(sample: dict, device: torch.device, mean: list[float], std: 
     """Collated dataset items (docs/DESIGN.md) → a `Batch` on `device`.
 
     Normalization happens here, after the uint8 copy, so the host moves a quarter of
-    the bytes and the device does the arithmetic.
+    the bytes and the device does the arithmetic. Undecoded frames (--gpu_decode) are
+    decoded on `device` first (`clip_to_device`; a no-op for a sample it has already seen).
     """
-    return Batch(clip=model_input(sample["clip"].to(device, non_blocking=True), mean, std, channels_last),
+    sample = clip_to_device(sample, device)
+    return Batch(clip=model_input(sample["clip"], mean, std, channels_last),
                  target=sample["target"].to(device, non_blocking=True),
                  audio=sample["audio"].to(device, non_blocking=True).float(),
                  audio_weight=sample["audio_weight"].to(device, non_blocking=True).float(),

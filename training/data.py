@@ -15,6 +15,6 @@ def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
                             crop_scale=(opt.train_crop_min_scale, 1.0),
                             crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
                             hflip=not opt.no_hflip, strict=opt.strict_data,
-                            reduced_decode=opt.eval_reduced_decode)
+                            reduced_decode=opt.eval_reduced_decode, encoded=opt.gpu_decode)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None

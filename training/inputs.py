@@ -45,5 +45,8 @@ def check_inputs(opt) -> None:
                         f"or 'latest' for the newest in --result_path)")
     if opt.no_train and opt.resume_path is None and (opt.inference or opt.retrieval):
         raise UserError("--no_train with --inference/--retrieval evaluates a trained model: pass --resume_path")
+    if opt.gpu_decode and opt.eval_reduced_decode:
+        raise UserError("--eval_reduced_decode decodes at reduced scale on the CPU, --gpu_decode decodes "
+                        "full-size frames on the device: drop one of them")
     if opt.batch_size < 1 or opt.n_epochs < 0:
         raise UserError("--batch_size must be ≥ 1 and --n_epochs ≥ 0")

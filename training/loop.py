@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datasets.device_decode import clip_to_device
 from datasets.loader import batches
 from training.batch import to_device_batch
 from training.distributed import all_reduce_sum, is_main_process
@@ -62,6 +63,9 @@ def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,
     samples = Timed(batches(loader, f"train {epoch}", show=is_main_process()))
     start = time.perf_counter()
     for sample in samples:
+        # Decoded here first under --gpu_decode: a clip the device cannot decode is a
+        # replaced sample too.
+        sample = clip_to_device(sample, device)
         if sample["bad"]:
             bad.extend(sample["bad"])
             for record in sample["bad"]:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from datasets import build_loader, normalize_clip
+from datasets.device_decode import clip_to_device
 from models import build_student, load_image_teacher
 from models.image_teacher import calibrate_batchnorm
 from opts import SUBSETS
@@ -61,7 +62,8 @@ def image_teacher(opt, train_loader, settings: EpochSettings, device: torch.devi
     are calibrated on real training frames so its features stay finite (SPEC §2)."""
     network = load_image_teacher(opt.image_teacher_weights, allow_untrained=opt.allow_untrained_teacher)
     if opt.allow_untrained_teacher and train_loader is not None:
-        clip = normalize_clip(next(iter(train_loader))["clip"], settings.mean, settings.std)
+        sample = clip_to_device(next(iter(train_loader)), torch.device("cpu"))
+        clip = normalize_clip(sample["clip"], settings.mean, settings.std)
         calibrate_batchnorm(network, clip.transpose(1, 2).flatten(0, 1))
     return network.to(device)
 
@@ -73,6 +75,8 @@ def run(opt, device: torch.device) -> dict:
     write_options(result_path, opt)
     torch.manual_seed(opt.manual_seed)
     batch = per_rank(opt.batch_size)
+    if opt.gpu_decode and device.type != "cuda":
+        log.warning("--gpu_decode without a CUDA device: the training process decodes every batch on the CPU")
     train_loader = val_loader = None
     if not opt.no_train:
         train_set = make_dataset(opt, SUBSETS["train"], "train")
