@@ -186,9 +186,10 @@ def read_official_state_dict(path: str | Path, spec: PannsSpec) -> dict[str, Ten
         reason = " ".join([type(e).__name__ + ":"] + str(e).strip().splitlines()[:1])
         raise CheckpointError(f"{path} is not a readable torch checkpoint ({reason}): "
                               f"{spec.checkpoint_hint}") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+    state = checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} has no 'model' state dict: {spec.checkpoint_hint}")
-    return checkpoint["model"]
+    return state
 
 
 def _refused_code(error: Exception) -> str | None:

@@ -249,9 +249,10 @@ def test_missing_checkpoint_names_file_and_fix(tmp_path):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_checkpoint_without_model_entry(tmp_path):
+@pytest.mark.parametrize("content", [{"state_dict": {}}, {"model": {"fc1.weight": 3}}])
+def test_checkpoint_without_model_entry(tmp_path, content):
     path = tmp_path / "other.pth"
-    torch.save({"state_dict": {}}, path)
+    torch.save(content, path)
     with pytest.raises(CheckpointError, match="no 'model' state dict"):
         load_official_checkpoint(PannsCnn("Cnn14_emb512"), path)
 
