@@ -1,4 +1,4 @@
-"""Log-mel front end of PANNs CNN14 (SPEC §8), written with torch.stft instead of
+"""Log-mel front end of the PANNs CNNs (SPEC §8), written with torch.stft instead of
 torchlibrosa's convolution kernels; numerically the same transform."""
 import math
 
@@ -52,6 +52,7 @@ class LogMelFrontEnd(nn.Module):
 
     STFT with a periodic Hann window, centered with reflect padding; power |X|²; mel
     projection with `melW`; 10·log10(max(x, amin)) with ref 1.0 and no top_db (SPEC §8).
+    The defaults are Cnn14's (32 kHz); Cnn14_16k uses 16000, 512, 160, 64, 50, 8000.
     `melW` (n_fft//2+1, n_mels) is a non-persistent buffer: it is derived from the
     constructor arguments, and the loader compares it with the checkpoint's copy.
     """

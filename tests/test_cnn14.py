@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.cnn14 import (CheckpointError, Cnn14Emb512, load_official_checkpoint,
+from models.cnn14 import (CheckpointError, PannsCnn, load_official_checkpoint,
                           load_official_state_dict)
 from models.logmel import LogMelFrontEnd, mel_filterbank
 from util_scripts.extract_audio_features import WavInfo, main, plan_batches
@@ -49,17 +49,21 @@ def naive_mel_bank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -
     return bank
 
 
-def naive_logmel(x: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """(N,) waveform → (1 + N // HOP, n_mels) dB: reflect-padded Hann frames, rfft, power."""
-    padded = np.pad(x.astype(np.float64), N_FFT // 2, mode="reflect")
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)
-    frames = np.stack([padded[t * HOP:t * HOP + N_FFT] for t in range(1 + len(x) // HOP)])
+def naive_logmel(x: np.ndarray, bank: np.ndarray, n_fft: int = N_FFT,
+                 hop: int = HOP) -> np.ndarray:
+    """(N,) waveform → (1 + N // hop, n_mels) dB: reflect-padded Hann frames, rfft, power."""
+    padded = np.pad(x.astype(np.float64), n_fft // 2, mode="reflect")
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    frames = np.stack([padded[t * hop:t * hop + n_fft] for t in range(1 + len(x) // hop)])
     power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
     return 10 * np.log10(np.maximum(power @ bank, 1e-10))
 
 
-def naive_cnn14(logmel: torch.Tensor, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """PANNs Cnn14_emb512 in eval mode, written out in float64 from the official keys.
+def naive_cnn14(logmel: torch.Tensor, sd: dict[str, torch.Tensor], n_blocks: int = 6,
+                pooled_blocks: int = 5) -> dict[str, torch.Tensor]:
+    """A PANNs CNN in eval mode (Cnn14_emb512 by default), written out in float64 from the
+    official keys: `n_blocks` conv blocks, the first `pooled_blocks` followed by 2×2
+    average pooling.
 
     logmel: (B, 1, T, 64) dB. BatchNorm, pooling and the pooling over time are spelled
     out instead of using the layers the model uses.
@@ -75,14 +79,14 @@ def naive_cnn14(logmel: torch.Tensor, sd: dict[str, torch.Tensor]) -> dict[str, 
                 + p(f"{prefix}.bias").view(shape))
 
     x = bn(logmel.double(), "bn0", axis=3)
-    for k in range(1, 7):
+    for k in range(1, n_blocks + 1):
         block = f"conv_block{k}"
         x = torch.relu(bn(F.conv2d(x, p(f"{block}.conv1.weight"), padding=1), f"{block}.bn1", 1))
         x = torch.relu(bn(F.conv2d(x, p(f"{block}.conv2.weight"), padding=1), f"{block}.bn2", 1))
-        if k < 6:
+        if k <= pooled_blocks:
             b, c, t, m = x.shape
             x = x[:, :, :t // 2 * 2, :m // 2 * 2].reshape(b, c, t // 2, 2, m // 2, 2).mean((3, 5))
-    per_time = x.mean(dim=3)                                     # (B, 2048, T')
+    per_time = x.mean(dim=3)                                     # (B, C_last, T')
     pooled = torch.stack([per_time[:, :, i] for i in range(per_time.shape[2])]).amax(0) \
         + per_time.sum(2) / per_time.shape[2]
     embedding = torch.relu(pooled @ p("fc1.weight").T + p("fc1.bias"))
@@ -149,8 +153,8 @@ def checkpoint_file(official_state, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loaded_model(official_state) -> Cnn14Emb512:
-    model = Cnn14Emb512().eval()
+def loaded_model(official_state) -> PannsCnn:
+    model = PannsCnn("Cnn14_emb512").eval()
     load_official_state_dict(model, official_state)
     return model
 
@@ -230,7 +234,7 @@ def test_logmel_buffers_are_not_saved():
 # ---------------------------------------------------------------- network + checkpoint
 
 def test_checkpoint_loads_every_official_tensor(checkpoint_file, official_state):
-    model = Cnn14Emb512()
+    model = PannsCnn("Cnn14_emb512")
     load_official_checkpoint(model, checkpoint_file)
     ours = model.state_dict()
     assert set(ours) == set(official_state) - FRONT_END_KEYS
@@ -241,15 +245,16 @@ def test_checkpoint_loads_every_official_tensor(checkpoint_file, official_state)
 def test_missing_checkpoint_names_file_and_fix(tmp_path):
     path = tmp_path / "nope.pth"
     with pytest.raises(FileNotFoundError, match="zenodo record 3987831") as info:
-        load_official_checkpoint(Cnn14Emb512(), path)
+        load_official_checkpoint(PannsCnn("Cnn14_emb512"), path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_checkpoint_without_model_entry(tmp_path):
+@pytest.mark.parametrize("content", [{"state_dict": {}}, {"model": {"fc1.weight": 3}}])
+def test_checkpoint_without_model_entry(tmp_path, content):
     path = tmp_path / "other.pth"
-    torch.save({"state_dict": {}}, path)
+    torch.save(content, path)
     with pytest.raises(CheckpointError, match="no 'model' state dict"):
-        load_official_checkpoint(Cnn14Emb512(), path)
+        load_official_checkpoint(PannsCnn("Cnn14_emb512"), path)
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -275,7 +280,7 @@ def test_checkpoint_mismatch_is_reported(official_state, loaded_model, change, e
 
 def test_num_batches_tracked_may_be_absent(official_state):
     state = {k: v for k, v in official_state.items() if not k.endswith("num_batches_tracked")}
-    model = Cnn14Emb512()
+    model = PannsCnn("Cnn14_emb512")
     load_official_state_dict(model, state)
     assert torch.equal(model.fc1.weight, official_state["fc1.weight"])
 
