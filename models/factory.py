@@ -1,12 +1,11 @@
 """`build_student`: the one place that maps `--model/--model_depth/--pretrain_path` to a
 student network (DESIGN: `student(clip) -> (logits (B, C), features (B, 512))`)."""
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
+from models.checkpoint_file import read_checkpoint_file
 from models.r21d import r21d, r21d_std
 from models.video_resnets import ARCHITECTURES, video_resnet_student
 
@@ -25,16 +24,14 @@ def read_state_dict(path: str | Path, option: str = "checkpoint") -> dict[str, T
     release's `{'epoch', 'arch', 'state_dict', 'optimizer', 'scheduler'}`, `module.` stripped.
 
     option: how the user named the file (e.g. `--pretrain_path`), for the error messages.
+    Read without running code (`models.checkpoint_file`); CheckpointFileError (a ValueError)
+    when the file is unreadable or refused.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{option} {path} does not exist "
                                 "(give a local checkpoint file; nothing is downloaded)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{option} {path} is not a readable PyTorch file ({reason})") from e
+    checkpoint = read_checkpoint_file(path, option)
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping):
