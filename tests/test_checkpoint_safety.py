@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-import main
 from models import CompositionClassifier, build_student
 from models.checkpoint_file import CheckpointFileError, read_checkpoint_file
 from tests.conftest import read_log

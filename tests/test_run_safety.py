@@ -11,7 +11,6 @@ import textwrap
 import pytest
 import torch
 
-import main
 import training.checkpoint
 import training.result_folder
 import training.session
