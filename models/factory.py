@@ -14,8 +14,9 @@ MODULE_PREFIX = "module."
 
 
 def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Drop the `module.` that DataParallel / DistributedDataParallel put before every key
-    (the original release saved its checkpoints that way); other keys are kept as they are."""
+    """Drop the `module.` that DataParallel / DistributedDataParallel put before every key of
+    a wrapped model's state dict (the original release unwrapped before saving, but files
+    saved from a wrapped model circulate); other keys are kept as they are."""
     return {k.removeprefix(MODULE_PREFIX): v for k, v in state_dict.items()}
 
 
