@@ -24,7 +24,8 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
 if [ -z "${N_THREADS:-}" ]; then
-    N_THREADS=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 8)
+    # The CPUs this process may use (nproc would also count OMP_NUM_THREADS, which is not ours).
+    N_THREADS=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 8)
     if [ "$N_THREADS" -gt 8 ]; then N_THREADS=8; fi
 fi
 case "${PRECISION:-bf16}" in
