@@ -13,9 +13,11 @@ from datasets.video_dataset import UnreadableDataError
 from demo.run import run_demo
 from opts import parse_opts
 from training.checkpoint import CheckpointWriteError
+from training.device import describe_device
 from training.distributed import init_from_environment, is_main_process, shutdown
 from training.inputs import UserError, check_inputs
 from training.loop import TrainingStopped
+from training.result_folder import hold_result_folder, interruption_summary
 from training.session import run as run_session
 
 log = logging.getLogger("ccl")
@@ -41,6 +43,7 @@ def run(opt) -> dict:
     Returns the final metrics."""
     device = select_device(opt)
     setup_logging(Path(opt.result_path))
+    log.info("device: %s", describe_device(device, opt.no_cuda, opt.exact))
     try:
         return run_session(opt, device)
     finally:
@@ -48,13 +51,18 @@ def run(opt) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 2 a mistake in the options or data (nothing was built); 1 the run
+    started but could not go on; 130 interrupted (Ctrl-C)."""
     opt = parse_opts(argv)
     if opt.demo:
         return run_demo(opt)
     try:
         check_inputs(opt)
-        Path(opt.result_path).mkdir(parents=True, exist_ok=True)
-        run(opt)
+        with hold_result_folder(Path(opt.result_path)):
+            run(opt)
+    except KeyboardInterrupt:
+        print(interruption_summary(Path(opt.result_path), training=not opt.no_train), file=sys.stderr)
+        return 130
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume_path", default=None, type=str,
                      help="checkpoint to resume or evaluate ('latest' = newest in --result_path)")
     run.add_argument("--auto_resume", action="store_true", help="same as --resume_path latest when one exists")
+    run.add_argument("--allow_changed_options", action="store_true",
+                     help="resume a checkpoint with training options other than its own (recorded in "
+                          "opts.json's option_changes); without it that is an error")
     run.add_argument("--inference", action="store_true", help="video-level predictions → val.json")
     run.add_argument("--inference_subset", default="val", choices=["train", "val", "test"])
     run.add_argument("--inference_stride", default=16, type=int)

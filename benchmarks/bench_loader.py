@@ -33,11 +33,11 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import KINETICS_MEAN, KINETICS_STD, VideoDataset, build_loader  # noqa: E402
+from datasets.progress import progress  # noqa: E402
 from datasets.synthetic import write_synthetic_dataset  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def time_batches(make_loader: Callable[[], DataLoader], n_batches: int, desc: st
     for _ in range(warmup_batches(loader.num_workers)):
         next(batches)
     start = time.perf_counter()
-    for _ in tqdm(range(n_batches), desc=desc, leave=False, file=sys.stderr):
+    for _ in progress(range(n_batches), desc):
         next(batches)
     elapsed = time.perf_counter() - start
     del batches, loader  # stops the workers, persistent ones included

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.original_step import TrackedImageTeacher, original_step  # noqa: E402
+from datasets.progress import Progress, progress  # noqa: E402
 from models import build_student  # noqa: E402
 from models.image_teacher import ImageTeacher, calibrate_batchnorm  # noqa: E402
 from opts import parse_opts  # noqa: E402
@@ -193,13 +193,12 @@ def measure(args: argparse.Namespace) -> dict:
     frames = torch.Generator().manual_seed(SEED)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    progress = tqdm(total=args.warmup + args.steps, desc=f"{args.impl} {args.config} {mode_of(args)}",
-                    leave=False, disable=None)
+    steps = Progress(f"{args.impl} {args.config} {mode_of(args)}", total=args.warmup + args.steps, unit="step")
 
     def run(first: int, count: int) -> None:
         for i in range(first, first + count):
             step(batches[i % BATCH_POOL], int(torch.randint(args.sample_duration, (1,), generator=frames)))
-            progress.update()
+            steps.update()
 
     run(0, args.warmup)
     synchronize(device)
@@ -207,7 +206,7 @@ def measure(args: argparse.Namespace) -> dict:
     run(args.warmup, args.steps)
     synchronize(device)
     elapsed = time.perf_counter() - start
-    progress.close()
+    steps.close()
     peak, peak_kind = peak_memory_gb(device)
     ms = 1000 * elapsed / args.steps
     return {"impl": args.impl, "config": args.config, "batch_size": args.batch_size,
@@ -243,7 +242,7 @@ def ratios(records: list[dict]) -> dict[str, dict[str, float]]:
 def run_all(args: argparse.Namespace) -> list[dict]:
     """Each cell in a fresh interpreter; prints its JSON line as soon as it is done."""
     records = []
-    for cell in tqdm(cell_commands(args), desc="cells", disable=None):
+    for cell in progress(cell_commands(args), "cells", unit="cell"):
         done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *cell],
                               capture_output=True, text=True)
         if done.returncode != 0:

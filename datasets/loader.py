@@ -8,9 +8,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-from tqdm import tqdm
-
 from .collate import collate
+from .progress import progress
 from .samplers import OrderedDistributedSampler, SeededSampler
 from .video_dataset import UnreadableDataError
 
@@ -57,13 +56,14 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def batches(loader: Iterable, desc: str, show: bool = True):
-    """The loader's batches under a progress bar (`show`: this process draws it).
+    """The loader's batches under a progress bar (`show`: this process draws it; on a
+    terminal a live bar, otherwise one line when the pass is done, `datasets.progress`).
 
     A dataset that finds nothing readable raises UnreadableDataError with its one-line
     message, also when a loader worker raised it: the DataLoader re-raises a worker's error
     with the worker's traceback as its message, the original message on the last line.
     """
-    iterator = iter(tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True))
+    iterator = iter(progress(loader, desc, show=show))
     while True:
         try:
             sample = next(iterator)

@@ -36,6 +36,23 @@ def load_ground_truth(annotation_path: Path | str,
     return ground_truth, list(data["labels"])
 
 
+def subset_ids(annotation_path: Path | str, subset: str) -> set[str]:
+    """Every video id of `subset` in an annotation JSON, labelled or not."""
+    data = _read_json(Path(annotation_path), "the annotation JSON")
+    return {video_id for video_id, entry in data.get("database", {}).items() if entry.get("subset") == subset}
+
+
+def unknown_ids(predictions: dict[str, list[str]], known: set[str]) -> list[str]:
+    """Predicted ids that are not among `known` (the subset's videos), sorted."""
+    return sorted(set(predictions) - known)
+
+
+def describe_ids(ids: list[str], limit: int = 5) -> str:
+    """`a, b, c` or `a, b, c, d, e and 7 more`."""
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
+
+
 def load_predictions(val_json_path: Path | str) -> dict[str, list[str]]:
     """Predicted labels per video of a `val.json`, highest score first.
 
@@ -74,11 +91,13 @@ def top_k_accuracy(ground_truth: dict[str, str], predictions: dict[str, list[str
     predictions: labels per video, highest score first (`load_predictions`).
     ignore: leave ground-truth videos missing from `predictions` out of the count;
         otherwise they count as wrong (the original's `--ignore`).
+    Predictions of ids outside `ground_truth` are not counted (`unknown_ids` finds them).
+    No ground-truth video with a prediction is a ValueError, never an accuracy of 0.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     present = [video_id for video_id in ground_truth if video_id in predictions]
-    if not present and ignore:
+    if not present:
         raise ValueError("no ground-truth video has a prediction: are the annotation file "
                          "and val.json of the same dataset and subset?")
     n_correct = sum(ground_truth[video_id] in predictions[video_id][:k] for video_id in present)

@@ -1,12 +1,11 @@
 """`build_student`: the one place that maps `--model/--model_depth/--pretrain_path` to a
 student network (DESIGN: `student(clip) -> (logits (B, C), features (B, 512))`)."""
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
+from models.checkpoint_file import read_checkpoint_file
 from models.r21d import r21d, r21d_std
 from models.video_resnets import ARCHITECTURES, video_resnet_student
 
@@ -15,8 +14,9 @@ MODULE_PREFIX = "module."
 
 
 def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Drop the `module.` that DataParallel / DistributedDataParallel put before every key
-    (the original release saved its checkpoints that way); other keys are kept as they are."""
+    """Drop the `module.` that DataParallel / DistributedDataParallel put before every key of
+    a wrapped model's state dict (the original release unwrapped before saving, but files
+    saved from a wrapped model circulate); other keys are kept as they are."""
     return {k.removeprefix(MODULE_PREFIX): v for k, v in state_dict.items()}
 
 
@@ -25,16 +25,14 @@ def read_state_dict(path: str | Path, option: str = "checkpoint") -> dict[str, T
     release's `{'epoch', 'arch', 'state_dict', 'optimizer', 'scheduler'}`, `module.` stripped.
 
     option: how the user named the file (e.g. `--pretrain_path`), for the error messages.
+    Read without running code (`models.checkpoint_file`); CheckpointFileError (a ValueError)
+    when the file is unreadable or refused.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{option} {path} does not exist "
                                 "(give a local checkpoint file; nothing is downloaded)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"{option} {path} is not a readable PyTorch file ({reason})") from e
+    checkpoint = read_checkpoint_file(path, option)
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping):

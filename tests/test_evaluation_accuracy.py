@@ -37,16 +37,39 @@ def files(tmp_path):
     (1, True, 3, 1), (1, False, 4, 1), (2, True, 3, 2), (2, False, 4, 2), (3, False, 4, 3)])
 def test_top_k_accuracy(files, capsys, k, ignore, n_ground_truth, n_correct):
     ground_truth, val_json = files
-    argv = [str(ground_truth), str(val_json), "--subset", "validation", "-k", str(k)]
+    argv = [str(ground_truth), str(val_json), "--subset", "validation", "-k", str(k), "--allow_unknown_ids"]
     result = eval_accuracy.main(argv + (["--ignore"] if ignore else []))
     assert (result.n_ground_truth, result.n_correct) == (n_ground_truth, n_correct)
     assert result.accuracy == pytest.approx(n_correct / n_ground_truth)
-    assert f"top-{k} accuracy: {n_correct / n_ground_truth}" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f"top-{k} accuracy: {n_correct / n_ground_truth}" in out
+    assert err.splitlines() == ["warning: 1 of 4 predicted ids are not videos of subset 'validation' and are "
+                                "left out (--allow_unknown_ids; first: x9)"]
+
+
+def test_predictions_of_unknown_ids_are_an_error_naming_them(files):
+    ground_truth, val_json = files
+    with pytest.raises(SystemExit) as exit_info:
+        eval_accuracy.main([str(ground_truth), str(val_json), "-k", "1", "--ignore"])
+    text = str(exit_info.value.code)
+    assert text.startswith(f"error: {val_json}: 1 of 4 predicted ids are not videos of subset 'validation'")
+    assert "x9" in text and "--allow_unknown_ids" in text and "\n" not in text
+
+
+@pytest.mark.parametrize("ignore", [True, False])
+def test_no_prediction_for_any_ground_truth_video_is_an_error_not_zero(files, ignore):
+    ground_truth, val_json = files
+    # A val.json of another split: every id is a training video, none a validation one.
+    val_json.write_text(json.dumps({"results": {"t1": [{"label": "b", "score": 1.0}]}}))
+    argv = [str(ground_truth), str(val_json), "-k", "1", "--allow_unknown_ids"] + (["--ignore"] if ignore else [])
+    with pytest.raises(SystemExit) as exit_info:
+        eval_accuracy.main(argv)
+    assert str(exit_info.value.code).startswith("error: no ground-truth video has a prediction")
 
 
 def test_save_writes_the_accuracy_beside_val_json(files):
     ground_truth, val_json = files
-    eval_accuracy.main([str(ground_truth), str(val_json), "-k", "2", "--ignore", "--save"])
+    eval_accuracy.main([str(ground_truth), str(val_json), "-k", "2", "--ignore", "--save", "--allow_unknown_ids"])
     assert float((val_json.parent / "val_top2.txt").read_text()) == pytest.approx(2 / 3)
 
 

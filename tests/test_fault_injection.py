@@ -188,7 +188,7 @@ def test_strict_data_turns_missing_videos_into_a_one_line_error(data, tmp_path, 
     for video_id in gone:
         video_file(data, video_id, entries[video_id]).unlink()
     code, lines = run_main(capsys, data, tmp_path / "result", "--strict_data")
-    assert_one_line_error(code, lines, f"3 of {N_TRAIN} 'training' samples", *gone, "--strict_data")
+    assert_one_line_error(code, lines, f"3 of {N_TRAIN} 'training' samples", *gone, "--strict_data", alone=False)
 
 
 @pytest.mark.parametrize("array, reason", [
@@ -289,17 +289,30 @@ def test_missing_audio_is_counted_and_the_run_completes(data, tmp_path, capsys):
     assert all(math.isfinite(float(row[k])) for k in ("loss", "audio/contrast", "audio/divergence"))
 
 
-def test_no_audio_at_all_gives_zero_audio_terms_and_finite_losses(data, tmp_path, capsys):
-    shutil.rmtree(data["audio_path"])
-    data["audio_path"].mkdir()
+def test_no_training_video_with_audio_is_a_one_line_error(data, tmp_path, capsys, no_model):
+    # E.g. --audio_path one level too high: CCL (A) would silently train as the baseline.
+    code, lines = run_main(capsys, data, tmp_path / "result", "--use_audio", "--audio_path", str(data["audio_path"].parent))
+    assert_one_line_error(code, lines, f"none of the {N_TRAIN} training videos has an audio feature",
+                          f"--audio_path {data['audio_path'].parent}", alone=False)
+
+
+@pytest.mark.parametrize("removed, warned", [(1, False), (4, True)], ids=["6%", "22%"])
+def test_many_videos_without_audio_warn_with_the_count_and_the_folder(data, tmp_path, capsys, removed, warned):
+    entries = sorted(training_entries(data).items())
+    files = [audio_file(data, video_id, entry) for video_id, entry in entries]
+    present = next(f for f in files if f.is_file())
+    for file in files[removed:]:          # the demo data lacks a few on purpose: fill them in
+        if not file.is_file():
+            shutil.copy(present, file)
+    for file in files[:removed]:
+        file.unlink(missing_ok=True)
     result = tmp_path / "result"
     code, _ = run_main(capsys, data, result, "--use_audio")
     assert code == 0
-    row = read_log(result / "train.log")[0]
-    assert row["samples_without_audio"] == str(N_TRAIN)
-    # No sample has audio: every audio term is empty, hence exactly 0, and the loss is CE.
-    assert float(row["audio/contrast"]) == float(row["audio/divergence"]) == float(row["audio/head"]) == 0
-    assert math.isfinite(float(row["loss"])) and float(row["loss"]) == pytest.approx(float(row["ce"]))
+    line = next(line for line in (result / "run.log").read_text().splitlines()
+                if "training videos (" in line)
+    assert f"{removed} of {N_TRAIN} training videos" in line and str(data["audio_path"]) in line
+    assert (" WARNING " in line) == warned
 
 
 def test_a_training_set_of_one_class_gives_finite_losses(data, tmp_path, capsys):
@@ -345,8 +358,8 @@ def test_non_finite_steps_are_skipped_and_counted(data, tmp_path, capsys, monkey
     assert [r["skipped_steps"] for r in rows] == ["0", "3"]
     assert math.isfinite(float(rows[0]["loss"]))
     # A skipped step changes no parameter and no momentum: epoch 2 left them as epoch 1 did.
-    after_1 = torch.load(result / "save_1.pth", weights_only=False)
-    after_2 = torch.load(result / "save_last.pth", weights_only=False)
+    after_1 = torch.load(result / "save_1.pth", weights_only=True)
+    after_2 = torch.load(result / "save_last.pth", weights_only=True)
     assert after_2["epoch"] == 2
     parameters = dict(build_student("r21d", 18, 6).named_parameters())
     for name in parameters:
@@ -363,7 +376,7 @@ def test_consecutive_non_finite_steps_stop_the_run_keeping_the_last_good_checkpo
     assert code == 1
     assert lines[-1].startswith("error: training stopped: 2 consecutive non-finite steps in epoch 2")
     assert "--max_nonfinite_steps 2" in lines[-1]
-    assert torch.load(result / "save_last.pth", weights_only=False)["epoch"] == 1
+    assert torch.load(result / "save_last.pth", weights_only=True)["epoch"] == 1
     assert [r["epoch"] for r in read_log(result / "train.log")] == ["1"]
 
 
@@ -384,7 +397,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(data, tmp_path, ca
     assert lines[-1].startswith(f"error: training stopped: could not write checkpoint {result / 'save_last.pth'}: "
                                 f"No space left on device")
     assert "the previous checkpoint is intact" in lines[-1]
-    assert torch.load(result / "save_last.pth", weights_only=False)["epoch"] == 1
+    assert torch.load(result / "save_last.pth", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in result.glob("save*")) == ["save_last.pth"]
 
 
@@ -415,7 +428,7 @@ def assert_checkpoints_complete(result: Path) -> None:
     files = sorted(result.glob("save_*.pth"))
     assert files
     for path in files:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         assert 1 <= checkpoint["epoch"] <= 4, path
     assert latest_checkpoint(result).suffix == ".pth"
 
@@ -445,7 +458,8 @@ def test_killed_runs_resume_to_the_uninterrupted_result(data, tmp_path, launched
     wait_for(process, lambda: any(killed.glob("*.tmp")), "a second checkpoint write")
     kill(process)
     assert_checkpoints_complete(killed)
-    assert torch.load(last, weights_only=False)["epoch"] <= 2
+    assert (killed / "run.lock").read_text() == f"{process.pid}\n"   # the file stays, its lock is gone
+    assert torch.load(last, weights_only=True)["epoch"] <= 2
     # As a kill inside torch.save leaves them (whether or not this one did): ignored, overwritten.
     (killed / "save_last.pth.tmp").write_bytes(b"PK\x03\x04 torn")
     (killed / "save_9.pth.tmp").write_bytes(b"PK\x03\x04 torn")
@@ -464,8 +478,8 @@ def test_killed_runs_resume_to_the_uninterrupted_result(data, tmp_path, launched
     launched.append(process)
     assert process.wait(timeout=240) == 0, (delay, log.read_text()[-2000:])
     assert reference.wait(timeout=240) == 0, log.read_text()[-2000:]
-    a = torch.load(straight / "save_last.pth", weights_only=False)
-    b = torch.load(last, weights_only=False)
+    a = torch.load(straight / "save_last.pth", weights_only=True)
+    b = torch.load(last, weights_only=True)
     assert a["epoch"] == b["epoch"] == 4
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), (key, delay)

@@ -10,7 +10,7 @@ from tests.conftest import read_log, reproducible_log, tiny_run_options
 
 
 def final_state(path):
-    return torch.load(path / "save_last.pth", map_location="cpu", weights_only=False)
+    return torch.load(path / "save_last.pth", map_location="cpu", weights_only=True)
 
 
 @pytest.mark.parametrize("config", [[], ["--use_audio"]], ids=["baseline", "ccl_audio"])

@@ -52,3 +52,83 @@ def test_script_stops_early_when_data_is_missing(tmp_path):
     done = run_script("ccl_ai", {"DATA_ROOT": str(tmp_path / "nowhere")})
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error:") and "generate_video_hdf5.py" in done.stderr
+
+
+# --- what the scripts pass to main.py, with a stand-in interpreter ------------------------------
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "$0|${CUDA_VISIBLE_DEVICES-unset}|$*" >> "$CALLS"
+"""
+
+
+def scripts_copy(tmp_path, venv: bool):
+    """The scripts in a folder of their own (they cd to the folder above them), with a
+    `.venv/bin/python` there when `venv`, and a `python` on PATH: both record their calls."""
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    for script in (REPO / "scripts").glob("*.sh"):
+        (root / "scripts" / script.name).write_text(script.read_text())
+    fakes = [tmp_path / "bin" / "python"] + ([root / ".venv" / "bin" / "python"] if venv else [])
+    for fake in fakes:
+        fake.parent.mkdir(parents=True, exist_ok=True)
+        fake.write_text(FAKE_PYTHON)
+        fake.chmod(0o755)
+    ucf = root / "dataset" / "UCF101"
+    for folder in ("hdf5data", "audiocnn14embed512_features"):
+        (ucf / folder).mkdir(parents=True)
+    (ucf / "ucf51_01.json").write_text("{}")
+    return root
+
+
+def calls_of(tmp_path, name, venv=True, **env):
+    """[(interpreter, CUDA_VISIBLE_DEVICES, arguments)] of one script run."""
+    root = scripts_copy(tmp_path, venv)
+    calls = tmp_path / "calls.txt"
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "GPUS", "N_THREADS", "PRECISION", "EXTRA")}
+    done = subprocess.run(["bash", str(root / "scripts" / f"run_{name}.sh")], capture_output=True, text=True,
+                          env={**base, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "CALLS": str(calls), **env},
+                          timeout=60)
+    if done.returncode != 0:
+        return done
+    return [tuple(line.split("|", 2)) for line in calls.read_text().splitlines()]
+
+
+def option(arguments: str, name: str) -> str | None:
+    words = arguments.split()
+    return words[words.index(name) + 1] if name in words else None
+
+
+def test_scripts_use_the_venv_interpreter_when_there_is_one(tmp_path):
+    assert {c[0] for c in calls_of(tmp_path / "a", "baseline")} == {".venv/bin/python"}
+    assert {c[0] for c in calls_of(tmp_path / "b", "ccl_ai", PYTHON="")} == {".venv/bin/python"}
+    assert {c[0] for c in calls_of(tmp_path / "c", "baseline", venv=False)} == {str(tmp_path / "c" / "bin" / "python")}
+    own = tmp_path / "c" / "bin" / "python"      # made by the call above
+    assert {c[0] for c in calls_of(tmp_path / "d", "baseline", PYTHON=str(own))} == {str(own)}
+
+
+@pytest.mark.parametrize("name, gpus", [("baseline", "0"), ("ccl_audio", "0,1"), ("ccl_image", "0,1"),
+                                        ("ccl_ai", "0,1")])
+def test_script_defaults_gpus_threads_and_precision(tmp_path, name, gpus):
+    calls = calls_of(tmp_path, name)
+    train, evaluate, accuracy = calls
+    assert "main.py" in train[2] and "--auto_resume" in train[2]
+    assert "--no_train" in evaluate[2] and "util_scripts/eval_accuracy.py" in accuracy[2]
+    assert train[1] == evaluate[1] == gpus           # the original's: one GPU for the baseline
+    threads = str(min(8, len(os.sched_getaffinity(0))))
+    assert option(train[2], "--n_threads") == option(evaluate[2], "--n_threads") == threads
+    assert "--exact" not in train[2] + evaluate[2]
+
+
+def test_script_environment_overrides(tmp_path):
+    train, evaluate, _ = calls_of(tmp_path / "a", "ccl_ai", GPUS="3", N_THREADS="2", PRECISION="fp32")
+    assert train[1] == "3" and option(train[2], "--n_threads") == "2"
+    assert "--exact" in train[2].split() and "--exact" in evaluate[2].split()
+    train, _, _ = calls_of(tmp_path / "b", "baseline", GPUS="")
+    assert train[1] == ""                             # empty: no GPU, the CPU
+
+
+def test_script_rejects_an_unknown_precision_in_one_line(tmp_path):
+    done = calls_of(tmp_path, "ccl_audio", PRECISION="fp16")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: PRECISION=fp16 is not bf16 or fp32 (fp32 is the original's precision)"]

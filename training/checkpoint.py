@@ -1,4 +1,9 @@
-"""Checkpoints: atomic writes, the original's file names and format, full resume state."""
+"""Checkpoints: atomic writes, the original's file names and format, full resume state.
+
+Everything a checkpoint holds is a tensor or a plain value (numbers, strings, lists, dicts),
+so it loads with torch's weights-only unpickler (`models.checkpoint_file`), which never runs
+code from the file.
+"""
 import os
 import random
 import re
@@ -8,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.checkpoint_file import read_checkpoint_file
 from models.factory import strip_module_prefix
 
 
@@ -27,13 +33,14 @@ class CheckpointWriteError(OSError):
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to `<path>.tmp`, fsync, rename: the file at `path` is always complete.
+    """torch.save to `<path>.<pid>.tmp`, fsync, rename: the file at `path` is always complete.
 
     A failure (disk full, kill) leaves the previous file at `path` untouched; an OSError
-    becomes a CheckpointWriteError naming the file.
+    becomes a CheckpointWriteError naming the file. The temporary name is this process's
+    own, so no other process can write into it.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -46,25 +53,49 @@ def atomic_save(obj, path: Path) -> None:
                                    f"space or change --result_path); the previous checkpoint is intact") from e
 
 
+def remove_temporary_files(result_path: Path) -> None:
+    """Delete the `.tmp` files that killed runs left behind. Only for the process that
+    holds the folder's lock (`training.result_folder`): then no write is under way."""
+    for path in Path(result_path).glob("*.pth.*tmp"):
+        path.unlink(missing_ok=True)
+
+
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG of this process as tensors and plain values (SPEC: weights-only loadable)."""
+    bit_generator, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"bit_generator": bit_generator, "keys": torch.from_numpy(keys.astype(np.int64)),
+                       "pos": int(position), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(cached_gaussian)},
+             "python": [version, list(internal), gauss_next]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved (checkpoints written before it kept NumPy's and
+    Python's states as their own tuples: those are accepted as they are)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    saved = state["numpy"]
+    if isinstance(saved, dict):
+        saved = (saved["bit_generator"], saved["keys"].numpy().astype(np.uint32), saved["pos"],
+                 saved["has_gauss"], saved["cached_gaussian"])
+    np.random.set_state(saved)
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def training_state(epoch: int, arch: str, student: nn.Module, heads: nn.ModuleDict,
-                   optimizers: dict[str, torch.optim.Optimizer], scheduler, best_acc: float) -> dict:
+                   optimizers: dict[str, torch.optim.Optimizer], scheduler, best_acc: float,
+                   options: dict, option_changes: list[dict]) -> dict:
     """The original's keys (`epoch`, `arch`, `state_dict`, `optimizer`, `scheduler`) plus
-    the heads, their optimizers, the best accuracy and the RNG state for an exact resume."""
+    the heads, their optimizers, the best accuracy and the RNG state for an exact resume,
+    and the run's options (`training.run_options`: plain values) with the changes a resume
+    was allowed to make to them."""
     return {
         "epoch": epoch,
         "arch": arch,
@@ -75,6 +106,8 @@ def training_state(epoch: int, arch: str, student: nn.Module, heads: nn.ModuleDi
         "head_optimizers": {name: optimizers[name].state_dict() for name in heads},
         "best_acc": best_acc,
         "rng": rng_state(),
+        "options": options,
+        "option_changes": option_changes,
     }
 
 
@@ -87,17 +120,22 @@ def save_training_state(result_path: Path, state: dict, name: str) -> None:
                     result_path / f"{name}_{head_name}.pth")
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, option: str = "--resume_path") -> dict:
+    """The checkpoint at `path`, read without running code. ValueError (one line naming the
+    file) when it is missing, unreadable, refused or not a dict."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--resume_path {path} does not exist (pass a save_<epoch>.pth file or 'latest')")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        # torch's own message runs to several sentences: its first one says what is wrong.
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
-        raise ValueError(f"--resume_path {path} is not a readable checkpoint ({reason}): truncated or not "
-                         f"a PyTorch file; pass another save_*.pth") from e
+        raise ValueError(f"{option} {path} does not exist (pass a save_<epoch>.pth file or 'latest')")
+    checkpoint = read_checkpoint_file(path, option)
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{option} {path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    return checkpoint
+
+
+def original_head_file(path: Path, head_name: str) -> Path:
+    """Where the original release kept a head of checkpoint `save_N.pth`: `save_N_<head>.pth`."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_{head_name}{path.suffix}")
 
 
 def load_student_weights(student: nn.Module, checkpoint: dict, path: Path) -> None:

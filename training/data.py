@@ -1,6 +1,11 @@
 """The options → dataset mapping, shared by training and evaluation."""
+import logging
+from pathlib import Path
+
 from datasets import VideoDataset
 from training.inputs import UserError
+
+log = logging.getLogger("ccl")
 
 
 def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
@@ -18,3 +23,24 @@ def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
                             reduced_decode=opt.eval_reduced_decode, encoded=opt.gpu_decode)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
+
+
+# Above this share of training videos without an audio feature, a run warns: UCF51 split 1
+# lacks 8 of 4,901, which is normal; a wrong folder level loses all of them.
+MAX_SHARE_WITHOUT_AUDIO = 0.10
+
+
+def check_audio_coverage(train_set: VideoDataset, video_path, audio_path) -> None:
+    """Under --use_audio: no training video with an audio feature is a UserError (the run
+    would silently be the baseline); more than 10% without one, a warning with the count
+    and the folder searched; otherwise an info line."""
+    missing, total = train_set.n_no_audio, train_set.n_videos
+    first = Path(audio_path) / Path(train_set.hdf5_files[0]).relative_to(video_path).with_suffix(".npy")
+    if missing == total:
+        raise UserError(f"--use_audio: none of the {total} training videos has an audio feature under "
+                        f"--audio_path {audio_path} (the first would be {first}); point --audio_path at "
+                        f"the folder that holds the <label>/<video>.npy files")
+    share = missing / total
+    level = logging.WARNING if share > MAX_SHARE_WITHOUT_AUDIO else logging.INFO
+    log.log(level, "%d of %d training videos (%.1f%%) have no audio feature under %s; they train "
+                   "without the audio terms", missing, total, 100 * share, audio_path)

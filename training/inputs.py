@@ -1,4 +1,5 @@
 """Up-front checks of everything a user can get wrong, before any model is built."""
+import os
 from pathlib import Path
 
 from datasets import check_n_classes, load_annotation
@@ -50,3 +51,17 @@ def check_inputs(opt) -> None:
                         "full-size frames on the device: drop one of them")
     if opt.batch_size < 1 or opt.n_epochs < 0:
         raise UserError("--batch_size must be ≥ 1 and --n_epochs ≥ 0")
+    if opt.distributed:
+        check_torchrun(opt.batch_size, os.environ)
+
+
+def check_torchrun(batch_size: int, environment) -> None:
+    """--distributed: launched by torchrun (RANK, WORLD_SIZE set), with a global batch that
+    splits evenly over its processes. Raises UserError."""
+    if "RANK" not in environment or "WORLD_SIZE" not in environment:
+        raise UserError("--distributed needs torchrun (RANK and WORLD_SIZE are not set): launch with "
+                        "`torchrun --nproc_per_node N main.py --distributed ...`, or drop --distributed")
+    processes = int(environment["WORLD_SIZE"])
+    if batch_size % processes:
+        raise UserError(f"--batch_size {batch_size} is the global batch and must be divisible by the "
+                        f"{processes} torchrun processes: pass a multiple of {processes}")

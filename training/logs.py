@@ -68,9 +68,9 @@ class TensorBoard:
             self.writer.close()
 
 
-def write_options(result_path: Path, opt) -> None:
-    """opts.json: every option after resolution, defaults included."""
+def write_options(path: Path, options: dict) -> None:
+    """`options` as JSON at `path`, on rank 0: `opts.json` describes the training of the
+    result folder; an evaluation-only run records its own in `eval_opts.json` beside it."""
     if not is_main_process():
         return
-    resolved = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(opt).items())}
-    (Path(result_path) / "opts.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    Path(path).write_text(json.dumps(options, indent=2) + "\n")

@@ -1,13 +1,14 @@
 """The training run: resume, epochs, validation, checkpoints and logs (SPEC §4)."""
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from training.checkpoint import (load_student_weights, save_training_state, set_rng_state,
-                                 training_state)
+from models.factory import strip_module_prefix
+from training.checkpoint import (load_checkpoint, load_student_weights, original_head_file,
+                                 save_training_state, set_rng_state, training_state)
 from training.distributed import is_main_process, rank
 from training.logs import EpochLog, TensorBoard, truncate_after
 from training.loop import EpochSettings, train_epoch, validate
@@ -22,14 +23,20 @@ class RunState:
     teachers: list[Teacher]
     optimizers: dict[str, torch.optim.Optimizer]
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    options: dict = field(default_factory=dict)             # training.run_options.recorded_options
+    option_changes: list[dict] = field(default_factory=list)   # those a resume was allowed to make
     start_epoch: int = 1
     best_acc: float = 0.0
 
 
 def restore(state: RunState, checkpoint: dict, path: Path, resume_training: bool) -> None:
     """Student weights always; with `resume_training`, also heads, optimizers, scheduler,
-    epoch, best accuracy and RNG. Original-release checkpoints carry no heads: those
-    start fresh, with a warning."""
+    epoch, best accuracy and RNG.
+
+    Original-release checkpoints keep each head in `save_N_<head>.pth` beside `save_N.pth`
+    (with the student's optimizer, not the head's): the head's weights are loaded from there
+    and its optimizer starts afresh, as it did when the original resumed. A head found
+    nowhere starts from scratch, with a warning."""
     load_student_weights(state.student, checkpoint, path)
     if not resume_training:
         return
@@ -37,17 +44,44 @@ def restore(state: RunState, checkpoint: dict, path: Path, resume_training: bool
         state.optimizers["student"].load_state_dict(checkpoint["optimizer"])
     if "scheduler" in checkpoint:
         state.scheduler.load_state_dict(checkpoint["scheduler"])
+        continue_original_schedule(state.scheduler, checkpoint["epoch"])
     saved_heads = checkpoint.get("heads", {})
     for teacher in state.teachers:
+        head_file = original_head_file(path, teacher.name)
         if teacher.name in saved_heads:
             teacher.head.load_state_dict(saved_heads[teacher.name])
             state.optimizers[teacher.name].load_state_dict(checkpoint["head_optimizers"][teacher.name])
+        elif head_file.is_file():
+            load_head_weights(teacher.head, head_file)
+            log.info("%s head loaded from %s; its optimizer starts afresh", teacher.name, head_file)
         else:
-            log.warning("%s has no %s head: it starts from scratch", path, teacher.name)
+            log.warning("%s has no %s head (nor %s): it starts from scratch", path, teacher.name, head_file.name)
     state.start_epoch = checkpoint["epoch"] + 1
     state.best_acc = checkpoint.get("best_acc", 0.0)
     if "rng" in checkpoint:
         set_rng_state(checkpoint["rng"])
+
+
+def continue_original_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int) -> None:
+    """Step a scheduler saved by the original release once more.
+
+    The original saved `save_N.pth` before stepping its scheduler for epoch N (its
+    `last_epoch` is N - 1), ours after; without this step a resumed original run would
+    reach each learning-rate milestone one epoch late."""
+    if scheduler.last_epoch == epoch - 1:
+        scheduler.step()
+
+
+def load_head_weights(head: nn.Module, head_file: Path) -> None:
+    """A composition head's `state_dict` from an original-release head file, strictly."""
+    saved = load_checkpoint(head_file, "head checkpoint")
+    if "state_dict" not in saved:
+        raise ValueError(f"head checkpoint {head_file} has no 'state_dict' entry")
+    try:
+        head.load_state_dict(strip_module_prefix(saved["state_dict"]), strict=True)
+    except RuntimeError as e:
+        reason = " ".join(line.strip() for line in str(e).splitlines()[:2])
+        raise ValueError(f"head checkpoint {head_file} does not match --n_classes: {reason}") from None
 
 
 def seed_epoch(loader, seed: int, epoch: int) -> None:
@@ -103,7 +137,8 @@ def fit(opt, state: RunState, train_loader, val_loader, settings: EpochSettings,
 def _save(state: RunState, epoch: int, head_modules, result_path: Path, arch: str, name: str) -> None:
     if is_main_process():
         save_training_state(result_path, training_state(epoch, arch, state.student, head_modules,
-                                                        state.optimizers, state.scheduler, state.best_acc), name)
+                                                        state.optimizers, state.scheduler, state.best_acc,
+                                                        state.options, state.option_changes), name)
 
 
 def _short(summary: dict) -> str:

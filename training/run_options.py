@@ -1,0 +1,77 @@
+"""The options a run records (opts.json, checkpoints), and which of them a resume may not
+change: a checkpoint continues only the training it was started with."""
+import logging
+from pathlib import Path
+
+from training.inputs import UserError
+
+log = logging.getLogger("ccl")
+
+# Options that leave what is trained unchanged: speed and devices, how often the run
+# validates, logs or saves, what is evaluated afterwards, how much bad data it tolerates,
+# where results go; and `n_epochs`, since a run continued for longer trains the same first
+# epochs. Every other option (model, data, clips, optimisation, teachers, precision)
+# changes the training; options added later count as such until listed here.
+NOT_TRAINING = frozenset({
+    "n_threads", "strict_data", "eval_reduced_decode", "n_val_samples", "n_epochs",
+    "max_nonfinite_steps", "max_bad_samples", "no_train", "no_val", "val_freq", "checkpoint",
+    "resume_path", "auto_resume", "allow_changed_options", "inference", "inference_subset",
+    "inference_stride", "inference_batch_size", "output_topk", "retrieval", "report",
+    "tensorboard", "no_cuda", "distributed", "compile", "demo", "demo_seeds", "demo_epochs",
+    "root_path", "result_path",
+})
+# Options that matter only when the teacher they belong to is on (in either run).
+ONLY_WITH = {"audio_path": "use_audio", "image_teacher_weights": "use_image",
+             "allow_untrained_teacher": "use_image", "image_size": "use_image"}
+
+
+def recorded_options(opt) -> dict:
+    """Every option as a plain value (paths absolute strings), as opts.json and checkpoints
+    hold them."""
+    return {name: str(Path(value).absolute()) if isinstance(value, Path) else value
+            for name, value in sorted(vars(opt).items())}
+
+
+def changed_training_options(saved: dict, current: dict) -> list[tuple[str, object, object]]:
+    """(name, saved value, current value) of every training option that differs. Options
+    that only one of the two records (added or removed between versions) are not compared."""
+    changes = []
+    for name in sorted((saved.keys() & current.keys()) - NOT_TRAINING):
+        needs = ONLY_WITH.get(name)
+        if needs and not (saved.get(needs) or current.get(needs)):
+            continue
+        if saved[name] != current[name]:
+            changes.append((name, saved[name], current[name]))
+    return changes
+
+
+def describe_changes(changes: list[tuple[str, object, object]]) -> str:
+    """`--sample_size 112 → 160, --use_audio False → True`."""
+    return ", ".join(f"--{name} {before} → {after}" for name, before, after in changes)
+
+
+def check_resume_options(checkpoint: dict, opt, path: Path) -> list[dict]:
+    """The option changes the resumed run carries on (opts.json's `option_changes`).
+
+    A checkpoint that records options is resumed only with the same training options;
+    `--allow_changed_options` lets the run continue with the new ones, which are then
+    recorded with the epoch they start at. A checkpoint without options (the original
+    release's) is resumed with a warning. Raises UserError listing every difference."""
+    earlier = list(checkpoint.get("option_changes", []))
+    saved = checkpoint.get("options")
+    if saved is None:
+        log.warning("%s records no options (a checkpoint of the original release): it is resumed "
+                    "with the options given now, which cannot be checked against its training", path)
+        return earlier
+    changes = changed_training_options(saved, recorded_options(opt))
+    if not changes:
+        return earlier
+    if not opt.allow_changed_options:
+        raise UserError(f"{path} was trained with other options: {describe_changes(changes)}; resume it "
+                        f"with the options it was trained with (its opts.json), start a new run with "
+                        f"another --result_path, or pass --allow_changed_options to continue it with "
+                        f"the new ones")
+    log.warning("%s continues with changed options (--allow_changed_options): %s", path, describe_changes(changes))
+    first_epoch = checkpoint["epoch"] + 1
+    return earlier + [{"from_epoch": first_epoch, "option": name, "before": before, "after": after}
+                      for name, before, after in changes]
