@@ -1,7 +1,7 @@
 """The original's "JSD" loss, which is a symmetric KL divergence (SPEC §3)."""
 from torch import Tensor, nn
 
-from losses.precision import at_least_fp32
+from losses.precision import at_least_fp32, autocast_off
 
 EPS = 1e-10
 
@@ -11,16 +11,18 @@ def symmetric_kl(p_logits: Tensor, q_logits: Tensor, weight: Tensor | None = Non
 
     p_logits, q_logits: (B, C) logits.
     weight: optional (B,) 0/1 mask; the mean is then over the masked-in samples only.
-    Returns a scalar (float32, or float64 for float64 inputs); 0 when no sample is masked in. ε = 1e-10 inside the logs.
+    Returns a scalar (float32, or float64 for float64 inputs; fp32 under autocast too); 0
+    when no sample is masked in. ε = 1e-10 inside the logs.
     """
-    p = at_least_fp32(p_logits).softmax(dim=1)
-    q = at_least_fp32(q_logits).softmax(dim=1)
-    log_p, log_q = (p + EPS).log(), (q + EPS).log()
-    per_sample = (p * (log_p - log_q)).sum(1) + (q * (log_q - log_p)).sum(1)
-    if weight is None:
-        return per_sample.mean()
-    member = (weight > 0).to(per_sample.dtype)
-    return (per_sample * member).sum() / member.sum().clamp(min=1)
+    with autocast_off(p_logits):
+        p = at_least_fp32(p_logits).softmax(dim=1)
+        q = at_least_fp32(q_logits).softmax(dim=1)
+        log_p, log_q = (p + EPS).log(), (q + EPS).log()
+        per_sample = (p * (log_p - log_q)).sum(1) + (q * (log_q - log_p)).sum(1)
+        if weight is None:
+            return per_sample.mean()
+        member = (weight > 0).to(per_sample.dtype)
+        return (per_sample * member).sum() / member.sum().clamp(min=1)
 
 
 class JSDLoss(nn.Module):

@@ -51,14 +51,15 @@ def speed_mode(device: torch.device, exact: bool) -> SpeedMode:
                      on_cuda or (device.type == "cpu" and torch.backends.mkldnn.is_available()))
 
 
-def configure_backends(device: torch.device, exact: bool) -> None:
-    """cuDNN autotuning always. `--exact` keeps PyTorch's default precision, the one the
-    original ran under (fp32 matmuls; TF32 convolutions, cuDNN's default); the default mode
-    also lets fp32 matmuls use TF32 (most of its work is bf16 under autocast anyway)."""
+def configure_backends(device: torch.device) -> None:
+    """cuDNN autotuning on CUDA. Matmuls keep PyTorch's default precision in every mode, the
+    one the original ran under (fp32 matmuls; TF32 convolutions, cuDNN's default): under
+    bf16 autocast the only fp32 matmuls left are the CCL objective's (contrastive
+    similarities, composition heads), which must stay fp32 (SPEC §3)."""
     if device.type != "cuda":
         return
     torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = not exact
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def gradients_finite(parameters) -> Tensor:
