@@ -37,7 +37,9 @@ def ccl_objective(logits: Tensor, features: Tensor, target: Tensor,
     bf16 around this call while the composition heads and every loss compute what the
     original computes in fp32 from the same network outputs. The heads count as part of
     the objective: two linear layers over B rows, a negligible share of a step, whose
-    output m enters the τ = 0.1 similarities.
+    output m enters the τ = 0.1 similarities. Compiled (`torch.compile`), call it outside
+    autocast: the compiled backward does not keep the autocast-off region (torch 2.11 and
+    2.14 ran its matmuls in bf16, 0.3-0.6% off the fp32 gradients).
     """
     with autocast_off(features):
         return _objective(at_least_fp32(logits), at_least_fp32(features), target,

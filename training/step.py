@@ -106,7 +106,9 @@ def train_step(student: nn.Module, teachers: list[Teacher], batch: Batch,
         branches = [TeacherInputs(teacher, gather_with_grad(t), None if w is None else gather_with_grad(w))
                     for teacher, t, w in outputs]
         logits, features = gather_with_grad(logits), gather_with_grad(features)
-        loss, terms = objective(logits, features, target, branches, loss_weight)
+    # The objective is fp32 (SPEC §3) and runs outside autocast: compiled under autocast,
+    # its backward would run the heads' and similarities' matmuls in bf16 (torch 2.11, 2.14).
+    loss, terms = objective(logits, features, target, branches, loss_weight)
     loss.backward()
     parameters = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
     # One host sync per step. Fused SGD's device-side `found_inf` would avoid it, but in
