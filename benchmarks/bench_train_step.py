@@ -136,8 +136,8 @@ def make_step(args: argparse.Namespace, batches: list[dict], device: torch.devic
     teachers = build_teachers(use_audio, use_image, args.n_classes, network, opt.image_size, device)
     student.train()
 
-    # As training sets them (the original at PyTorch's default precision, like --exact).
-    configure_backends(device, exact=args.exact or args.impl == "original")
+    # As training sets them: PyTorch's default matmul precision, the original's.
+    configure_backends(device)
     if args.impl == "original":
         head_modules = {t.name: t.head for t in teachers}
         optimizers = make_optimizers(student, heads(teachers), opt, fused=False)

@@ -69,6 +69,16 @@ def check_n_classes(annotation: Annotation | str | Path, n_classes: int) -> None
                          f"pass --n_classes {n}")
 
 
+def classes_without_audio_folder(annotation: Annotation, audio_path: str | Path) -> list[str]:
+    """Labels of `annotation` that have no class folder under `audio_path`, when the audio
+    features are laid out by class (`<audio_path>/<label>/<video_id>.npy`, SPEC §1), that
+    is when at least one label has a folder there; [] for a flat layout. With --use_audio
+    the original kept only the classes that have a folder (SPEC §1: UCF51 out of UCF101)."""
+    audio_path = Path(audio_path)
+    missing = [label for label in annotation.labels if not (audio_path / label).is_dir()]
+    return [] if len(missing) == len(annotation.labels) else missing
+
+
 def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
                     audio_path: str | Path | None = None, strict: bool = False) -> list[Sample]:
     """The samples of `subset`, in file order, with their HDF5 / audio files resolved.

@@ -33,12 +33,13 @@ def clip_at(indices: list[int], start: int, size: int) -> list[int]:
 
 
 def random_start(n: int, size: int, generator: torch.Generator | None = None) -> int:
-    """Training crop start (TemporalRandomCrop): uniform over 0 .. max(0, n - size).
+    """Training crop start (the original TemporalRandomCrop): uniform over
+    0 .. max(0, n - size - 1).
 
-    Every full-length position is possible; the original's `n - size - 1` bound left out the
-    last one, which we treat as an off-by-one.
+    As in the original, the last full-length start n - size is never drawn (its bound is
+    `len(frame_indices) - size - 1`); the original defines the training data, so we keep it.
     """
-    return int(torch.randint(0, max(0, n - size) + 1, (1,), generator=generator))
+    return int(torch.randint(0, max(0, n - size - 1) + 1, (1,), generator=generator))
 
 
 def even_starts(n: int, size: int, n_samples: int) -> list[int]:

@@ -123,6 +123,9 @@ def build_demo_dataset(root: Path, train_per_class: int = 48, val_per_class: int
     centres = sound_centres(rng)
     database = {}
     for label, name in enumerate(CLASSES):
+        # One audio folder per class, as in the released features, even if every file of
+        # the class is missing: --use_audio takes a class without a folder for a mistake.
+        (paths["audio_path"] / name).mkdir(parents=True, exist_ok=True)
         for k in range(train_per_class + val_per_class):
             subset = "training" if k < train_per_class else "validation"
             video_id = f"v_{name}_{k:03d}"
@@ -131,9 +134,7 @@ def build_demo_dataset(root: Path, train_per_class: int = 48, val_per_class: int
             encode_video(video_file, render_video(label, rng), fps=FPS)
             feature = audio_feature(label, rng, centres)
             if rng.random() >= missing_audio:
-                feature_file = paths["audio_path"] / name / f"{video_id}.npy"
-                feature_file.parent.mkdir(parents=True, exist_ok=True)
-                np.save(feature_file, feature)
+                np.save(paths["audio_path"] / name / f"{video_id}.npy", feature)
             database[video_id] = database_entry(subset, name, (1, FRAMES + 1))
     status = generate_video_hdf5.main(["--dir_path", str(root / "videos"), "--dst_path", str(paths["video_path"]),
                                        "--dataset", "ucf101", "--size", str(SIZE), "--n_jobs", "2"])

@@ -319,6 +319,14 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = SR) -> None:
         f.writeframes(frames.astype("<i2").tobytes())
 
 
+def assert_same_embedding(got: np.ndarray, want: np.ndarray) -> None:
+    """Equal up to fp32 rounding of the network. The script runs files in batches, the
+    reference one at a time, so the convolutions may take other kernels: each entry then
+    differs by about 1e-6 of the embedding's largest entry (its error comes from sums of
+    terms that large), which a small entry's relative tolerance alone does not cover."""
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
 def test_plan_batches_groups_equal_lengths():
     files = [WavInfo(Path(f"{i}.wav"), n) for i, n in enumerate([5, 7, 5, 5, 7, 9])]
     batches = plan_batches(files, batch_size=2)
@@ -347,7 +355,7 @@ def test_extract_script_end_to_end(tmp_path, checkpoint_file, loaded_model, caps
         mono = clips[name].reshape(len(clips[name]), -1).mean(axis=1) / 32768
         with torch.no_grad():
             direct = loaded_model(torch.tensor(mono[None], dtype=torch.float32))["embedding"]
-        np.testing.assert_allclose(feature, direct[0].numpy(), rtol=1e-4, atol=1e-5)
+        assert_same_embedding(feature, direct[0].numpy())
     assert main(args) == 0
     assert "0 features written, 3 already there" in capsys.readouterr().err
 
@@ -376,5 +384,4 @@ def test_extract_script_max_seconds_uses_the_start(tmp_path, checkpoint_file, lo
     with torch.no_grad():
         direct = loaded_model(torch.tensor(samples[None, :24000] / 32768,
                                            dtype=torch.float32))["embedding"]
-    np.testing.assert_allclose(np.load(tmp_path / "feat" / "a" / "x.npy"), direct[0].numpy(),
-                               rtol=1e-4, atol=1e-5)
+    assert_same_embedding(np.load(tmp_path / "feat" / "a" / "x.npy"), direct[0].numpy())

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from datasets import check_n_classes, load_annotation, resolve_samples
+from datasets import check_n_classes, classes_without_audio_folder, load_annotation, resolve_samples
 
 
 def write_json(path, data):
@@ -89,3 +89,19 @@ def test_bad_segment_is_rejected(tmp_path):
     touch(tmp_path / "hdf5" / "Aa" / "x.hdf5")
     with pytest.raises(ValueError, match=r"sample x has segment \[0, 5\]"):
         resolve_samples(load_annotation(path), "training", tmp_path / "hdf5")
+
+
+def test_classes_without_audio_folder_only_for_a_layout_by_class(tmp_path):
+    path = write_json(tmp_path / "ann.json", {"labels": ["Bb", "Aa", "Cc"], "database": {}})
+    annotation = load_annotation(path)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    touch(audio / "v_x.npy")                                    # flat layout: nothing to say
+    assert classes_without_audio_folder(annotation, audio) == []
+    (audio / "Aa").mkdir()
+    touch(audio / "Bb")                                         # a file is not a class folder
+    assert classes_without_audio_folder(annotation, audio) == ["Bb", "Cc"]
+    (audio / "Bb").unlink()
+    for label in ("Bb", "Cc"):
+        (audio / label).mkdir()
+    assert classes_without_audio_folder(annotation, audio) == []

@@ -86,9 +86,13 @@ def test_full_size_box_is_the_slice_of_the_decoded_frames():
     assert torch.equal(decode_frames(encoded_clip(jpegs))[1], full_decode(jpegs[1]))
 
 
-def test_train_path_equals_the_full_frame_transform_bit_for_bit():
+def test_train_path_equals_the_full_frame_transform():
     # plan → decode only the box → finish must give what torchvision's resized_crop + flip
-    # give on the whole decoded frames, with the same draws from the torch RNG.
+    # give on the whole decoded frames, with the same draws from the torch RNG. Bit for bit
+    # where torchvision's uint8 resize runs its AVX2 kernel, whatever the memory layout; its
+    # generic kernel (CPUs without AVX2) rounds our channels_last box and the strided view
+    # of the whole frame one grey level apart on some pixels. A crop one pixel off differs
+    # by up to 12 levels on these frames.
     rng = np.random.default_rng(1)
     jpegs = [realistic_jpeg(rng, phase=k, width=96, height=72) for k in range(3)]
     clip = encoded_clip(jpegs)
@@ -106,7 +110,8 @@ def test_train_path_equals_the_full_frame_transform_bit_for_bit():
         flips.add(flip)
         expected = TF.resized_crop(whole, top, left, h, w, [32, 32],
                                    interpolation=InterpolationMode.BILINEAR, antialias=True)
-        assert torch.equal(got, expected.flip(-1) if flip else expected)
+        expected = expected.flip(-1) if flip else expected
+        assert (got.int() - expected.int()).abs().max() <= 1
     assert flips == {True, False}
 
 

@@ -107,15 +107,29 @@ def test_even_crop_single_sample_is_first_clip():
     assert even_starts(50, 16, 1) == [0]
 
 
-def test_random_start_is_uniform_over_full_length_starts():
+def original_random_crop_starts(n, size):
+    # The starts 3D-ResNets / CCL TemporalRandomCrop can draw:
+    # rand_end = max(0, len(frame_indices) - size - 1); random.randint(0, rand_end).
+    return list(range(0, max(0, n - size - 1) + 1))
+
+
+def test_random_start_is_uniform_over_the_original_starts():
     torch.manual_seed(0)
     n, size, draws = 20, 16, 5000
+    starts = original_random_crop_starts(n, size)
+    assert starts == [0, 1, 2, 3]  # not 4: the original never starts at n - size
     counts = torch.bincount(torch.tensor([random_start(n, size) for _ in range(draws)]),
-                            minlength=n - size + 1)
-    assert len(counts) == n - size + 1  # never a start whose clip would be short
-    expected = draws / (n - size + 1)
+                            minlength=len(starts))
+    assert len(counts) == len(starts)  # no start outside the original's range
+    expected = draws / len(starts)
     assert ((counts - expected).abs() < 5 * math.sqrt(expected)).all(), counts
-    assert all(random_start(10, 16) == 0 for _ in range(20))
+
+
+@pytest.mark.parametrize("n", [1, 10, 15, 16, 17, 18, 40])
+def test_random_start_draws_every_start_of_the_original_and_no_other(n):
+    g = torch.Generator().manual_seed(n)
+    drawn = {random_start(n, 16, g) for _ in range(400)}
+    assert drawn == set(original_random_crop_starts(n, 16)), n
 
 
 def test_temporal_stride_takes_every_kth_frame():

@@ -134,12 +134,17 @@ def _write(path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("case", ["video_path", "annotation_path", "audio_path", "resume_path",
-                                  "resume_latest", "no_labels", "invalid_json", "n_classes"])
+                                  "resume_latest", "no_labels", "invalid_json", "n_classes",
+                                  "classes_without_audio"])
 def test_option_mistakes_are_one_line_errors_before_any_model(case, data, tmp_path, capsys, no_model):
     nowhere = tmp_path / "nowhere"
     result = tmp_path / "result"
     no_labels = _write(tmp_path / "no_labels.json", json.dumps({"database": {}}))
     invalid = _write(tmp_path / "invalid.json", '{"labels": [')
+    # A UCF101-like annotation: 4 more classes than there are audio class folders.
+    annotation = json.loads(data["annotation_path"].read_text())
+    annotation["labels"] += [f"Silent{k}" for k in range(4)]
+    more_classes = _write(tmp_path / "ucf101_01.json", json.dumps(annotation))
     extra, needles = {
         "video_path": (["--video_path", str(nowhere)], ["--video_path", str(nowhere), "generate_video_hdf5.py"]),
         "annotation_path": (["--annotation_path", str(nowhere)],
@@ -151,6 +156,10 @@ def test_option_mistakes_are_one_line_errors_before_any_model(case, data, tmp_pa
         "invalid_json": (["--annotation_path", str(invalid)], [str(invalid), "not a valid JSON"]),
         "n_classes": (["--n_classes", "5"], ["--n_classes 5", str(data["annotation_path"]),
                                              "pass --n_classes 6"]),
+        "classes_without_audio": (["--annotation_path", str(more_classes), "--use_audio"],
+                                  ["--use_audio", f"4 of the 10 classes of {more_classes}", "Silent0",
+                                   f"ucf101_json.py --audio_path {data['audio_path']}", "ucf51_01.json",
+                                   "--n_classes 6"]),
     }[case]
     code, lines = run_main(capsys, data, result, *extra)
     assert_one_line_error(code, lines, *needles)

@@ -117,8 +117,11 @@ def test_r21d_channels_last_3d_gives_the_same_outputs():
     logits, features = model(x)
     model_cl = model.to(memory_format=torch.channels_last_3d)
     logits_cl, features_cl = model_cl(x.to(memory_format=torch.channels_last_3d))
-    assert torch.allclose(logits, logits_cl, atol=1e-4)
-    assert torch.allclose(features, features_cl, atol=1e-4)
+    # Relative to each output's scale: an untrained student's outputs are small (features
+    # about 2e-3 here), so a fixed 1e-4 would let a layout error of several percent pass;
+    # other kernels for the other layout differ by about 1e-6 of the scale.
+    for got, want in ((logits_cl, logits), (features_cl, features)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
 
 # ---------------------------------------------------------------- checkpoints / factory

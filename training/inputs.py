@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-from datasets import check_n_classes, load_annotation
+from datasets import Annotation, check_n_classes, classes_without_audio_folder, load_annotation
 from models.image_teacher import default_weights_path
 from training.checkpoint import latest_checkpoint
 
@@ -22,12 +22,15 @@ def check_inputs(opt) -> None:
         raise UserError(f"--video_path {opt.video_path} does not exist "
                         "(run util_scripts/generate_video_hdf5.py first, see dataset/README.md)")
     try:
-        check_n_classes(load_annotation(opt.annotation_path), opt.n_classes)
+        annotation = load_annotation(opt.annotation_path)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
-    if opt.use_audio and (opt.audio_path is None or not Path(opt.audio_path).is_dir()):
-        raise UserError(f"--use_audio needs --audio_path with the audio features; {opt.audio_path} does not exist "
-                        "(unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
+    if opt.use_audio:
+        check_audio_classes(annotation, opt.audio_path)
+    try:
+        check_n_classes(annotation, opt.n_classes)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if opt.use_image and not opt.allow_untrained_teacher:
         weights = Path(opt.image_teacher_weights) if opt.image_teacher_weights else default_weights_path()
         if not weights.is_file():
@@ -65,3 +68,22 @@ def check_torchrun(batch_size: int, environment) -> None:
     if batch_size % processes:
         raise UserError(f"--batch_size {batch_size} is the global batch and must be divisible by the "
                         f"{processes} torchrun processes: pass a multiple of {processes}")
+
+
+def check_audio_classes(annotation: Annotation, audio_path: str | None) -> None:
+    """--use_audio: the audio features exist, and every class of the annotation has its
+    folder when they are laid out by class. The original kept only the classes with a
+    folder but with the annotation's class ids (UCF101's, up to 100, under --n_classes 51)
+    and validated on every class; the paper's setting is the UCF51 annotation, built from
+    the audio folders, so a UCF101 annotation is an error that names it."""
+    if audio_path is None or not Path(audio_path).is_dir():
+        raise UserError(f"--use_audio needs --audio_path with the audio features; {audio_path} does not exist "
+                        "(unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
+    missing = classes_without_audio_folder(annotation, audio_path)
+    if missing:
+        n = len(annotation.labels)
+        raise UserError(f"--use_audio: {len(missing)} of the {n} classes of {annotation.path} have no folder under "
+                        f"--audio_path {audio_path} (first: {', '.join(missing[:3])}); the paper trains only the "
+                        f"classes with audio: build that annotation with util_scripts/ucf101_json.py --audio_path "
+                        f"{audio_path} (it writes ucf51_01.json for split 1) and pass it with "
+                        f"--n_classes {n - len(missing)}")

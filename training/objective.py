@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from losses import symmetric_kl, symmetric_nce, weighted_cross_entropy
+from losses.precision import at_least_fp32, autocast_off
 from training.teachers import Teacher
 
 DIVERGENCE_WEIGHT = 0.5   # the original's JSDLoss(weight=0.5)
@@ -30,7 +31,23 @@ def ccl_objective(logits: Tensor, features: Tensor, target: Tensor,
     L_m is computed on a second head pass over the *detached* student outputs, so the
     student receives ∇L_v only while each head receives ∇(L_m + L_v): what the original
     obtained with one backward pass per optimizer.
+
+    Precision: fp32 (fp64 for fp64 inputs) whether or not autocast is on. The inputs are
+    promoted and autocast is off in here, so the student and the image teacher run in
+    bf16 around this call while the composition heads and every loss compute what the
+    original computes in fp32 from the same network outputs. The heads count as part of
+    the objective: two linear layers over B rows, a negligible share of a step, whose
+    output m enters the τ = 0.1 similarities. Compiled (`torch.compile`), call it outside
+    autocast: the compiled backward does not keep the autocast-off region (torch 2.11 and
+    2.14 ran its matmuls in bf16, 0.3-0.6% off the fp32 gradients).
     """
+    with autocast_off(features):
+        return _objective(at_least_fp32(logits), at_least_fp32(features), target,
+                          branches, loss_weight)
+
+
+def _objective(logits: Tensor, features: Tensor, target: Tensor,
+               branches: list[TeacherInputs], loss_weight: float) -> tuple[Tensor, dict[str, Tensor]]:
     distill_weight = 1.0 if len(branches) == 1 else loss_weight
     ce = weighted_cross_entropy(logits, target)
     student_loss = ce
@@ -38,7 +55,8 @@ def ccl_objective(logits: Tensor, features: Tensor, target: Tensor,
     terms = {"ce": ce.detach()}
     v_frozen, z_frozen = features.detach(), logits.detach()
     for branch in branches:
-        teacher, t, w, tau = branch.teacher, branch.features, branch.weight, branch.teacher.temperature
+        teacher, w, tau = branch.teacher, branch.weight, branch.teacher.temperature
+        t = at_least_fp32(branch.features)
         z_m, m = teacher.head(t, features)
         contrast = symmetric_nce(features, m, target, tau, w) + symmetric_nce(features, t, target, tau, w)
         divergence = DIVERGENCE_WEIGHT * symmetric_kl(logits, z_m, w)

@@ -131,7 +131,7 @@ def run(opt, device: torch.device) -> dict:
         val_loader = build_loader(make_dataset(opt, SUBSETS["val"], "val"), batch, shuffle=False,
                                   n_threads=opt.n_threads, distributed=is_distributed())
     settings = epoch_settings(opt, device, len(train_loader.dataset) if train_loader else 0)
-    configure_backends(device, exact=opt.exact)
+    configure_backends(device)
 
     with weight_file_errors():
         student = build_student(opt.model, opt.model_depth, opt.n_classes, opt.pretrain_path).to(device)

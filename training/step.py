@@ -51,14 +51,15 @@ def speed_mode(device: torch.device, exact: bool) -> SpeedMode:
                      on_cuda or (device.type == "cpu" and torch.backends.mkldnn.is_available()))
 
 
-def configure_backends(device: torch.device, exact: bool) -> None:
-    """cuDNN autotuning always. `--exact` keeps PyTorch's default precision, the one the
-    original ran under (fp32 matmuls; TF32 convolutions, cuDNN's default); the default mode
-    also lets fp32 matmuls use TF32 (most of its work is bf16 under autocast anyway)."""
+def configure_backends(device: torch.device) -> None:
+    """cuDNN autotuning on CUDA. Matmuls keep PyTorch's default precision in every mode, the
+    one the original ran under (fp32 matmuls; TF32 convolutions, cuDNN's default): under
+    bf16 autocast the only fp32 matmuls left are the CCL objective's (contrastive
+    similarities, composition heads), which must stay fp32 (SPEC §3)."""
     if device.type != "cuda":
         return
     torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = not exact
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def gradients_finite(parameters) -> Tensor:
@@ -105,7 +106,9 @@ def train_step(student: nn.Module, teachers: list[Teacher], batch: Batch,
         branches = [TeacherInputs(teacher, gather_with_grad(t), None if w is None else gather_with_grad(w))
                     for teacher, t, w in outputs]
         logits, features = gather_with_grad(logits), gather_with_grad(features)
-        loss, terms = objective(logits, features, target, branches, loss_weight)
+    # The objective is fp32 (SPEC §3) and runs outside autocast: compiled under autocast,
+    # its backward would run the heads' and similarities' matmuls in bf16 (torch 2.11, 2.14).
+    loss, terms = objective(logits, features, target, branches, loss_weight)
     loss.backward()
     parameters = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
     # One host sync per step. Fused SGD's device-side `found_inf` would avoid it, but in
