@@ -119,7 +119,7 @@ def setup(models: Models, mode: str, compile: bool = False, objective=ccl_object
     fused SGD; `compile` as `--compile` (student, image teacher network, objective)."""
     dtype = torch.float64 if mode == "float64" else torch.float32
     speed = speed_mode(CUDA, exact=mode != "default")
-    configure_backends(CUDA, exact=mode != "default")
+    configure_backends(CUDA)
     student = copy.deepcopy(models.student).to(CUDA, dtype)
     if speed.channels_last:
         student = student.to(memory_format=torch.channels_last_3d)
