@@ -17,6 +17,7 @@ from training.distributed import init_from_environment, is_main_process, shutdow
 from training.inputs import UserError, check_inputs
 from training.loop import TrainingStopped
 from training.session import run as run_session
+from util_scripts.pyav import MissingPyAV
 
 log = logging.getLogger("ccl")
 
@@ -50,7 +51,11 @@ def run(opt) -> dict:
 def main(argv: list[str] | None = None) -> int:
     opt = parse_opts(argv)
     if opt.demo:
-        return run_demo(opt)
+        try:
+            return run_demo(opt)
+        except MissingPyAV as e:   # the demo encodes and converts videos
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         check_inputs(opt)
         Path(opt.result_path).mkdir(parents=True, exist_ok=True)
