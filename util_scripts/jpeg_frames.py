@@ -6,8 +6,9 @@ The original runs the ffmpeg CLI (version 5.1 measured): `ffmpeg -i VIDEO -vf sc
 command does, step by step:
 
 1. time: frame times count from the start of the file (its earliest stream);
-2. scaling: the `scale` filter (swscale's bicubic) into the full-range "yuvj" pixel format
-   the CLI negotiates for the mjpeg encoder;
+2. scaling: the CLI's autorotation (a video with a display matrix is turned upright by
+   `transpose`/`hflip`/`vflip`), then the `scale` filter (swscale's bicubic) into the
+   full-range "yuvj" pixel format the CLI negotiates for the mjpeg encoder;
 3. with `fps`: the `minterpolate` filter (motion-compensated interpolation);
 4. the CLI's constant frame rate for image files (util_scripts/frame_timing.py): output
    frame k is the frame at time k / rate, so frames are repeated over gaps and dropped
