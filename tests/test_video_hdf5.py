@@ -250,3 +250,12 @@ def test_fps_below_minterpolates_smallest_size_is_a_user_error(tmp_path, capsys)
     assert code == 2
     assert err.startswith("error: --fps") and "--size 32" in err and "\n" not in err
     assert not (tmp_path / "hdf5").exists()
+
+
+@pytest.mark.parametrize("quality", ["0", "101"])
+def test_jpeg_quality_outside_1_to_100_is_a_user_error(tmp_path, capsys, quality):
+    (tmp_path / "videos").mkdir()
+    code = main(["--dir_path", str(tmp_path / "videos"), "--dst_path", str(tmp_path / "hdf5"),
+                 "--dataset", "ucf101", "--jpeg_quality", quality])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: --jpeg_quality") and "\n" not in err
