@@ -19,6 +19,7 @@ from training.inputs import UserError, check_inputs
 from training.loop import TrainingStopped
 from training.result_folder import hold_result_folder, interruption_summary
 from training.session import run as run_session
+from util_scripts.pyav import MissingPyAV
 
 log = logging.getLogger("ccl")
 
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     started but could not go on; 130 interrupted (Ctrl-C)."""
     opt = parse_opts(argv)
     if opt.demo:
-        return run_demo(opt)
+        try:
+            return run_demo(opt)
+        except MissingPyAV as e:   # the demo encodes and converts videos
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         check_inputs(opt)
         with hold_result_folder(Path(opt.result_path)):

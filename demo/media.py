@@ -6,8 +6,9 @@ close to the input: `.avi` is MPEG-4 Part 2 video with 16-bit PCM audio, `.mp4` 
 """
 from pathlib import Path
 
-import av
 import numpy as np
+
+from util_scripts.pyav import require_av
 
 _CODECS = {  # extension -> (video codec, video options, audio codec)
     ".avi": ("mpeg4", {"qscale": "1"}, "pcm_s16le"),
@@ -23,7 +24,9 @@ def encode_video(path: str | Path, frames: np.ndarray, fps: int = 25,
     fps: frame rate; frame t is shown at time t / fps.
     audio: optional (n_samples,) float32 in [-1, 1], sampled at `audio_rate` Hz.
     The codec is chosen by the extension of `path` (`.avi` or `.mp4`).
+    Raises MissingPyAV when PyAV is not installed.
     """
+    av = require_av()
     path = Path(path)
     if path.suffix not in _CODECS:
         raise ValueError(f"{path}: unsupported extension, use one of {sorted(_CODECS)}")

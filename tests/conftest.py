@@ -22,6 +22,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> dict[str, Path]:
     """The demo dataset at its smallest: encoded videos → HDF5, annotation JSON, audio .npy."""
+    pytest.importorskip("av", reason="the tiny dataset's videos are encoded and converted with PyAV")
     from demo.data import build_demo_dataset
     return build_demo_dataset(tmp_path_factory.mktemp("tiny") / "data", train_per_class=3, val_per_class=1)
 

@@ -1,5 +1,6 @@
 """The built-in demo: its dataset holds what it claims, and `--demo` runs end to end."""
 import functools
+import importlib.util
 import json
 import statistics
 
@@ -12,10 +13,13 @@ from demo.run import format_table, run_demo
 from opts import parse_opts
 
 TRAIN, VAL, MISSING = 8, 2, 0.3
+PYAV_REASON = "the demo dataset's videos are encoded and converted with PyAV"
+needs_pyav = pytest.mark.skipif(importlib.util.find_spec("av") is None, reason=PYAV_REASON)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
+    pytest.importorskip("av", reason=PYAV_REASON)
     root = tmp_path_factory.mktemp("demo") / "data"
     return root, demo_data.build_demo_dataset(root, train_per_class=TRAIN, val_per_class=VAL,
                                               missing_audio=MISSING, seed=3)
@@ -82,6 +86,7 @@ def test_classes_0_and_1_share_a_sound_and_the_look_alike_pairs_do_not(dataset):
     assert shared < 0.5 * min(distance.values())
 
 
+@needs_pyav
 def test_an_existing_dataset_is_reused_and_a_different_one_rebuilt(tmp_path):
     root = tmp_path / "data"
     paths = demo_data.build_demo_dataset(root, train_per_class=1, val_per_class=1)
@@ -103,6 +108,7 @@ def test_format_table_gives_mean_and_sample_std_per_config():
     assert lines[3] == "| ccl_a | 30.0 | 40.0 | 1 |"
 
 
+@needs_pyav
 def test_demo_runs_end_to_end_at_a_tiny_scale(tmp_path, capsys):
     opt = parse_opts(["--demo", "--demo_epochs", "1", "--demo_seeds", "2", "--result_path", str(tmp_path)])
     build = functools.partial(demo_data.build_demo_dataset, train_per_class=2, val_per_class=1)

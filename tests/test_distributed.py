@@ -324,6 +324,7 @@ sys.exit(main.main(sys.argv[1:]))
 def tiny_data(tmp_path_factory) -> dict:
     """The demo dataset at 2 training / 1 validation videos per class, with one validation
     video removed from the annotation so that 5 videos (15 clips) split unevenly."""
+    pytest.importorskip("av", reason="the demo dataset's videos are encoded and converted with PyAV")
     from demo.data import build_demo_dataset
     root = tmp_path_factory.mktemp("tiny")
     paths = build_demo_dataset(root / "data", train_per_class=2, val_per_class=1)

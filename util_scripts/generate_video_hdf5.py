@@ -5,11 +5,12 @@ same relative layout under `--dst_path` with `.hdf5`: dataset `video` is a 1-D a
 variable-length uint8, item k-1 the JPEG bytes of frame k. With `--audio_dst_path` the
 audio track is also written as 32 kHz mono 16-bit PCM `<audio_dst_path>/<class>/<video>.wav`.
 
-Decoding uses PyAV (no system ffmpeg). Finished files are skipped, so an interrupted run
-can simply be restarted; files are written as `<name>.tmp` and renamed when complete.
+The frames are those of the original release's converter, the ffmpeg command
+`ffmpeg -i VIDEO -vf scale=-1:240 -threads 1 image_%05d.jpg`, made through PyAV without a
+system ffmpeg (util_scripts/jpeg_frames.py). Finished files are skipped, so an interrupted
+run can simply be restarted; files are written as `<name>.tmp` and renamed when complete.
 """
 import argparse
-import io
 import multiprocessing
 import os
 import sys
@@ -17,19 +18,22 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import h5py
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
+
+if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from util_scripts.pyav import MissingPyAV, require_av
 
 EXTENSIONS = {"ucf101": ".avi", "hmdb51": ".avi", "kinetics": ".mp4",
               "activitynet": ".mp4", "vggsound": ".mp4"}
 AUDIO_RATE = 32000  # what PANNs CNN14 expects (SPEC §8)
-JPEG_QUALITY = 90  # about ffmpeg's `-q:v 2`, used by the original release
-# Output frame times are compared to source timestamps with this slack (seconds) so that
-# float rounding never drops or duplicates a frame when the target fps divides the source.
-_TIME_EPS = 1e-6
+MIN_INTERPOLATED_SIZE = 32  # minterpolate refuses smaller frames (so does the original's CLI)
+# Worker processes start as fresh interpreters: a fork of a process that runs threads (torch,
+# PyAV's codec and scaler threads, the caller's own) inherits every lock such a thread held at
+# that moment, with no thread left to release it (PyAV 19's frame conversion waits forever).
+POOL_START_METHOD = "spawn"
 
 
 @dataclass(frozen=True)
@@ -48,24 +52,6 @@ class ConversionResult:
     error: str = ""
 
 
-def scaled_size(width: int, height: int, size: int) -> tuple[int, int]:
-    """(width, height) with the short side equal to `size`, aspect ratio kept (rounded)."""
-    if width <= height:
-        return size, max(1, round(height * size / width))
-    return max(1, round(width * size / height)), size
-
-
-def _encode_jpeg(frame: av.VideoFrame, size: int) -> np.ndarray:
-    """JPEG bytes (uint8 array) of `frame` scaled to short side `size`."""
-    image = frame.to_image()
-    target = scaled_size(image.width, image.height, size)
-    if image.size != target:
-        image = image.resize(target, Image.BICUBIC)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
-
-
 def _write_hdf5(path: Path, jpegs: list[np.ndarray]) -> None:
     items = np.empty(len(jpegs), dtype=object)
     items[:] = jpegs
@@ -81,52 +67,15 @@ def _write_wav(path: Path, samples: np.ndarray) -> None:
         f.writeframes(samples.astype("<i2").tobytes())
 
 
-class _FrameSampler:
-    """Collects the JPEG frames of one video, resampled to `fps` by timestamp.
-
-    Output frame j (time j / fps) is the last source frame whose time is <= j / fps, up
-    to the end of the last source frame: frames are dropped when `fps` is below the
-    source rate and repeated when above. Only the current source frame is held, and it
-    is JPEG-encoded only if it is shown.
-    """
-
-    def __init__(self, size: int, fps: float | None):
-        self.size, self.fps = size, fps
-        self.jpegs: list[np.ndarray] = []
-        self._held: av.VideoFrame | None = None
-        self._held_jpeg: np.ndarray | None = None
-        self._held_time = self._start = 0.0
-
-    def push(self, frame: av.VideoFrame, time: float) -> None:
-        """Add the next source frame in presentation order; `time` in seconds."""
-        if self.fps is None:
-            self.jpegs.append(_encode_jpeg(frame, self.size))
-            return
-        if self._held is None:
-            self._start = time
-        else:
-            self._emit_until(time - self._start)
-        self._held, self._held_jpeg, self._held_time = frame, None, time - self._start
-
-    def finish(self, frame_step: float) -> list[np.ndarray]:
-        """The JPEG list; `frame_step` (s) is how long the last source frame lasts."""
-        if self.fps is not None and self._held is not None:
-            self._emit_until(self._held_time + frame_step)
-        return self.jpegs
-
-    def _emit_until(self, end: float) -> None:
-        while len(self.jpegs) / self.fps < end - _TIME_EPS:
-            if self._held_jpeg is None:
-                self._held_jpeg = _encode_jpeg(self._held, self.size)
-            self.jpegs.append(self._held_jpeg)
-
-
-def _decode(src: Path, size: int, fps: float | None, want_video: bool,
-            want_audio: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
+def _decode(src: Path, size: int, fps: float | None, jpeg_quality: int | None,
+            want_video: bool, want_audio: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Decode `src` once: JPEG frames (if `want_video`) and 32 kHz mono int16 audio.
 
     Returns (jpegs, audio): audio is None when not wanted or the file has no audio track.
     """
+    av = require_av()
+    from util_scripts.jpeg_frames import JpegFrames  # imports PyAV
+
     with av.open(str(src)) as container:
         if want_video and not container.streams.video:
             raise ValueError("no video stream")
@@ -135,27 +84,24 @@ def _decode(src: Path, size: int, fps: float | None, want_video: bool,
         streams = [s for s in (video, sound) if s is not None]
         if not streams:
             return [], None
-        frame_step = 1 / 25  # only for streams without any rate information
+        frames = None
         if video is not None:
             video.thread_type = "AUTO"
-            rate = video.average_rate or video.guessed_rate
-            frame_step = float(1 / rate) if rate else frame_step
-        sampler = _FrameSampler(size, fps)
+            frames = JpegFrames(video, size, fps, jpeg_quality)
         resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
-        chunks, n_video = [], 0
+        chunks = []
         for packet in container.demux(streams):
             for decoded in packet.decode():
                 if packet.stream is sound:
                     chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(decoded))
                 else:
-                    time = decoded.time if decoded.time is not None else n_video * frame_step
-                    sampler.push(decoded, time)
-                    n_video += 1
+                    frames.push(decoded)
         audio = None
         if sound is not None:
             chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
             audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
-    return sampler.finish(frame_step), audio
+        jpegs = [] if frames is None else [np.frombuffer(j, np.uint8) for j in frames.finish()]
+    return jpegs, audio
 
 
 def _frame_count(path: Path) -> int:
@@ -164,15 +110,19 @@ def _frame_count(path: Path) -> int:
 
 
 def convert_video(src: Path, dst: Path, size: int, fps: float | None,
-                  audio_dst: Path | None) -> ConversionResult:
+                  audio_dst: Path | None, jpeg_quality: int | None = None) -> ConversionResult:
     """Convert one video file `src` to the HDF5 file `dst` (and the WAV file `audio_dst`).
 
-    size: short side of the stored frames, in pixels.
-    fps: output frame rate (frames dropped/repeated by timestamp), or None for native.
+    size: short side of the stored frames, in pixels (the original's `scale=-1:size`, or
+        `scale=size:-1` unless the video is wider than high).
+    fps: output frame rate (the original's `minterpolate=fps`), or None for native.
     audio_dst: where to write the 32 kHz mono 16-bit WAV, or None for no audio.
+    jpeg_quality: None for the original's mjpeg frames, else Pillow JPEG at this quality.
     An existing `dst` (or `audio_dst`) is kept as it is. Never raises for a bad video:
     unreadable files and videos without frames come back with status "failed".
+    Raises MissingPyAV when PyAV is not installed.
     """
+    av = require_av()
     src, dst = Path(src), Path(dst)
     audio_dst = Path(audio_dst) if audio_dst is not None else None
     want_video = not dst.exists()
@@ -182,7 +132,7 @@ def convert_video(src: Path, dst: Path, size: int, fps: float | None,
     audio = None
     try:
         if want_video or want_audio:
-            jpegs, audio = _decode(src, size, fps, want_video, want_audio)
+            jpegs, audio = _decode(src, size, fps, jpeg_quality, want_video, want_audio)
         if want_video and not jpegs:
             return ConversionResult(src, "failed", error="zero frames decoded")
         if audio is not None:
@@ -233,8 +183,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n_jobs", type=int, default=-1,
                         help="worker processes (-1: one per CPU core)")
     parser.add_argument("--fps", type=float, default=None,
-                        help="output frame rate (default: the video's own)")
+                        help="output frame rate, by motion-compensated interpolation as the "
+                             "original (default: the video's own)")
     parser.add_argument("--size", type=int, default=240, help="short side of the frames")
+    parser.add_argument("--jpeg_quality", type=int, default=None,
+                        help="store Pillow JPEGs of this quality (1-100) instead of the "
+                             "original's mjpeg frames (about 200 kb/s)")
     parser.add_argument("--split", type=int, default=0,
                         help="shard index K: handle the sorted videos i with i %% N == K")
     parser.add_argument("--total_split", type=int, default=1, help="number of shards N")
@@ -250,6 +204,11 @@ def _user_error(args: argparse.Namespace) -> str | None:
         return f"--size must be positive, got {args.size}"
     if args.fps is not None and args.fps <= 0:
         return f"--fps must be positive, got {args.fps}"
+    if args.fps is not None and args.size < MIN_INTERPOLATED_SIZE:
+        return (f"--fps interpolates with ffmpeg's minterpolate, which needs frames of at least "
+                f"{MIN_INTERPOLATED_SIZE} px: use --size {MIN_INTERPOLATED_SIZE} or more")
+    if args.jpeg_quality is not None and not 1 <= args.jpeg_quality <= 100:
+        return f"--jpeg_quality must be in [1, 100], got {args.jpeg_quality}"
     if args.total_split < 1 or not 0 <= args.split < args.total_split:
         return f"--split must be in [0, --total_split), got {args.split} of {args.total_split}"
     return None
@@ -264,12 +223,18 @@ def main(argv: list[str] | None = None) -> int:
         videos = list_videos(args.dir_path, extension)[args.split::args.total_split]
         if not videos:
             problem = f"no {extension} files under {args.dir_path} (shard {args.split})"
+    if problem is None:
+        try:
+            require_av()
+        except MissingPyAV as e:
+            problem = str(e)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     tasks = [(args.dir_path / v, (args.dst_path / v).with_suffix(".hdf5"), args.size, args.fps,
               None if args.audio_dst_path is None
-              else (args.audio_dst_path / v).with_suffix(".wav")) for v in videos]
+              else (args.audio_dst_path / v).with_suffix(".wav"), args.jpeg_quality)
+             for v in videos]
     n_jobs = args.n_jobs if args.n_jobs >= 1 else (os.cpu_count() or 1)
     progress = tqdm(total=len(tasks), unit="video", desc="hdf5")
     results = []
@@ -278,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(_convert_task(task))
             progress.update()
     else:
-        with multiprocessing.Pool(min(n_jobs, len(tasks))) as pool:
+        context = multiprocessing.get_context(POOL_START_METHOD)
+        with context.Pool(min(n_jobs, len(tasks))) as pool:
             for result in pool.imap_unordered(_convert_task, tasks):
                 results.append(result)
                 progress.update()
