@@ -1,11 +1,16 @@
 """The options → dataset mapping, shared by training and evaluation."""
+from pathlib import Path
+
 from datasets import VideoDataset
+from datasets.audio import mixed_dim_error
 from training.inputs import UserError
 
 
 def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
     """The dataset of one subset; what is wrong with the data files (missing videos under
-    --strict_data, broken audio features) is a UserError, raised before any model exists."""
+    --strict_data, broken audio features) is a UserError, raised before any model exists.
+    The audio feature cache goes to `<result_path>/.ccl_cache` when the audio folder is
+    read-only."""
     try:
         return VideoDataset(opt.video_path, opt.annotation_path, subset, mode=mode,
                             sample_duration=opt.sample_duration, sample_size=opt.sample_size,
@@ -15,6 +20,17 @@ def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
                             crop_scale=(opt.train_crop_min_scale, 1.0),
                             crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
                             hflip=not opt.no_hflip, strict=opt.strict_data,
-                            reduced_decode=opt.eval_reduced_decode)
+                            reduced_decode=opt.eval_reduced_decode,
+                            audio_cache_fallback=Path(opt.result_path) / ".ccl_cache")
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
+
+
+def audio_dim(datasets: list[VideoDataset]) -> int:
+    """D of the run's audio features (SPEC §1): every dataset's files must have the same D
+    (a UserError naming a file of each, with both shapes). 512 when no file exists."""
+    with_audio = [d.audio for d in datasets if d.audio.reference is not None]
+    for bank in with_audio[1:]:
+        if bank.dim != with_audio[0].dim:
+            raise UserError(str(mixed_dim_error(*bank.reference, *with_audio[0].reference)))
+    return with_audio[0].dim if with_audio else datasets[0].audio_dim
