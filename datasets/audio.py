@@ -2,6 +2,7 @@
 T of them. The paper's are PANNs CNN14 512-d embeddings; D is read from the files."""
 from __future__ import annotations
 
+import math
 import os
 from io import BytesIO
 from typing import Sequence
@@ -16,7 +17,7 @@ BROKEN_FILE_FIX = ("re-extract it with util_scripts/extract_audio_features.py, o
 _NPY_MAGIC = b"\x93NUMPY"
 # Parsed .npy headers by their bytes: a dataset's feature files share one or a few headers,
 # and NumPy's header parsing is most of the cost of np.load for a 2 KB file.
-_npy_headers: dict[bytes, tuple[tuple[int, ...], bool, np.dtype]] = {}
+_npy_headers: dict[bytes, tuple[tuple[int, ...], bool, np.dtype, int]] = {}
 
 
 def _read_npy(path: str | os.PathLike) -> np.ndarray:
@@ -33,11 +34,11 @@ def _read_npy(path: str | os.PathLike) -> np.ndarray:
     if header not in _npy_headers:
         read_header = (np.lib.format.read_array_header_1_0 if data[6] == 1
                        else np.lib.format.read_array_header_2_0)
-        _npy_headers[header] = read_header(BytesIO(data[8:end]))
-    shape, fortran_order, dtype = _npy_headers[header]
+        shape, fortran_order, dtype = read_header(BytesIO(data[8:end]))
+        _npy_headers[header] = shape, fortran_order, dtype, math.prod(shape) * dtype.itemsize
+    shape, fortran_order, dtype, expected = _npy_headers[header]
     if dtype.hasobject:
         raise ValueError("holds Python objects, not numbers")
-    expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - end != expected:
         raise ValueError(f"{len(data) - end} bytes of data, the header promises {expected}")
     array = np.frombuffer(data, dtype, offset=end)
@@ -61,7 +62,8 @@ def read_audio_array(path: str | os.PathLike, dim: int | None = None) -> np.ndar
         d = "D" if dim is None else dim
         raise ValueError(f"{path}: audio feature has shape {array.shape}, "
                          f"expected ({d},) or (T, {d}); {BROKEN_FILE_FIX}")
-    if not np.isfinite(array).all():
+    # A float64 sum of float32 values cannot overflow: it is finite exactly when they all are.
+    if not np.isfinite(array.sum(dtype=np.float64)):
         raise ValueError(f"{path}: audio feature contains NaN or inf; {BROKEN_FILE_FIX}")
     return array
 
