@@ -1,20 +1,24 @@
 """Retrieval metrics at scale: ours against two plain rankings, side by side.
 
     python benchmarks/bench_retrieval.py --gallery 50000 --queries 10000
-    python benchmarks/bench_retrieval.py --gallery 50000 --queries 10000 --impl ours --device cuda
+    python benchmarks/bench_retrieval.py --gallery 200000 --queries 20000 --impls ours values
+    python benchmarks/bench_retrieval.py --gallery 50000 --queries 10000 --device cuda
 
 Random `--dim`-d features with uniformly drawn labels of `--classes` classes (optionally a
-share of the gallery duplicated, which makes tied similarities). Without --impl every
-implementation runs in its own process (clean peak memory), each printing one JSON line,
-and a last line compares them:
+share of the gallery duplicated, which makes tied similarities). Each implementation of
+`--impls` (default: all; on CUDA only ours) runs in its own process (clean peak memory),
+printing one JSON line, and a last line compares ours with the others:
 
 - `ours`: `evaluation.retrieval.retrieval_metrics` (float64 similarities compared at
   float32, ties in gallery order).
 - `argsort`: the straightforward NumPy ranking: per block of queries, the same float64
   similarities at float32, a stable argsort of every row, relevance and precision over the
   full ranking.
+(Every implementation multiplies with torch's matmul, so the same BLAS.)
 - `values`: float32 similarities, each row's values sorted and each same-class item's rank
   found by binary search, ties ignored: the least work these metrics need.
+- `values64`: the same with ours' similarities (float64, compared at float32): what the
+  tie rule's float64 matmul adds, apart from handling ties.
 
 Line keys: impl, gallery, queries, dim, classes, duplicates, block_size, device, threads,
 seconds (the metric call alone), peak_rss_gb (the process's peak resident set),
@@ -38,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluation.retrieval import retrieval_metrics  # noqa: E402
 
-IMPLS = ("ours", "argsort", "values")
+IMPLS = ("ours", "argsort", "values", "values64")
 KS = (1, 5, 10, 20)
 
 
@@ -54,8 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--block_size", type=int, default=1024)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--impl", choices=IMPLS, default=None,
-                   help="run one implementation in this process (default: each in its own)")
+    p.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS),
+                   help="implementations to compare, each in its own process")
+    p.add_argument("--impl", choices=IMPLS, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -78,6 +83,11 @@ def _unit(x: np.ndarray, dtype) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _similarity(query_unit: np.ndarray, gallery_unit: np.ndarray) -> np.ndarray:
+    """float32 (b, G) products, through torch's matmul as ours (NumPy's BLAS may differ)."""
+    return (torch.from_numpy(query_unit) @ torch.from_numpy(gallery_unit).T).float().numpy()
+
+
 def _metrics(first_hit: np.ndarray, average_precision: np.ndarray) -> dict[str, float]:
     """first_hit: (Q,) 1-based rank of the first relevant item, 0 when none."""
     metrics = {f"R@{k}": 100.0 * float(((first_hit > 0) & (first_hit <= k)).mean()) for k in KS}
@@ -92,7 +102,7 @@ def argsort_metrics(query, query_labels, gallery, gallery_labels, block_size):
     ranks = np.arange(1, len(gallery) + 1)
     for start in range(0, len(query), block_size):
         block = slice(start, start + block_size)
-        similarity = (_unit(query[block], np.float64) @ gallery64.T).astype(np.float32)
+        similarity = _similarity(_unit(query[block], np.float64), gallery64)
         order = np.argsort(-similarity, axis=1, kind="stable")
         del similarity
         relevant = gallery_labels[order] == query_labels[block, None]
@@ -105,14 +115,14 @@ def argsort_metrics(query, query_labels, gallery, gallery_labels, block_size):
     return _metrics(first_hit, average_precision)
 
 
-def values_metrics(query, query_labels, gallery, gallery_labels, block_size):
-    gallery32 = _unit(gallery, np.float32)
+def values_metrics(query, query_labels, gallery, gallery_labels, block_size, dtype=np.float32):
+    gallery_unit = _unit(gallery, dtype)
     members = {c: np.flatnonzero(gallery_labels == c) for c in np.unique(gallery_labels)}
     empty = np.empty(0, np.int64)
     first_hit = np.zeros(len(query), np.int64)
     average_precision = np.zeros(len(query))
     for start in range(0, len(query), block_size):
-        similarity = _unit(query[start:start + block_size], np.float32) @ gallery32.T
+        similarity = _similarity(_unit(query[start:start + block_size], dtype), gallery_unit)
         ascending = np.sort(similarity, axis=1)
         for row, (values, label) in enumerate(zip(ascending, query_labels[start:start + block_size])):
             relevant = similarity[row, members.get(label, empty)]
@@ -143,7 +153,8 @@ def run_one(args: argparse.Namespace) -> dict:
     elif args.impl == "argsort":
         metrics = argsort_metrics(*case, args.block_size)
     else:
-        metrics = values_metrics(*case, args.block_size)
+        metrics = values_metrics(*case, args.block_size,
+                                 np.float64 if args.impl == "values64" else np.float32)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     record = {"impl": args.impl, "gallery": args.gallery, "queries": args.queries,
@@ -163,14 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_one(args)), flush=True)
         return 0
     argv = list(sys.argv[1:] if argv is None else argv)
-    impls = ("ours",) if args.device == "cuda" else IMPLS
+    if "--impls" in argv:   # the children run one implementation each
+        start = argv.index("--impls")
+        end = next((i for i in range(start + 1, len(argv)) if argv[i].startswith("--")), len(argv))
+        del argv[start:end]
+    impls = ["ours"] if args.device == "cuda" else args.impls
     records = {}
     for impl in impls:
         out = subprocess.run([sys.executable, __file__, *argv, "--impl", impl], check=True,
                              capture_output=True, text=True).stdout
         print(out.strip(), flush=True)
         records[impl] = json.loads(out)
-    if len(records) > 1:
+    if "ours" in records and len(records) > 1:
         names = [f"R@{k}" for k in KS] + ["mAP"]
         print(json.dumps({
             "compare": "ours",
