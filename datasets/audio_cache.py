@@ -38,6 +38,7 @@ from .audio import BROKEN_FILE_FIX, AudioBank, mixed_dim_error, read_audio_array
 CACHE_FOLDER = ".ccl_cache"
 FORMAT = 1
 RACY_NS = 2_000_000_000   # coarser than any file system's timestamp tick
+INODE_BITS = (1 << 63) - 1
 log = logging.getLogger(__name__)
 
 
@@ -98,7 +99,8 @@ def _list(files: Sequence[str | os.PathLike | None], audio_path: str | os.PathLi
         except OSError as e:
             raise ValueError(f"{path}: cannot read audio feature ({e.strerror}); "
                              f"{BROKEN_FILE_FIX}") from None
-        stamps[i] = stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino
+        # Some file systems number inodes above 2**63: the low 63 bits tell files apart.
+        stamps[i] = stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino & INODE_BITS
     names = "\n".join(p[len(prefix):] if p.startswith(prefix) else os.path.abspath(p)
                       for p in paths)
     return _Listing(paths, names.encode(), stamps, listed_ns)

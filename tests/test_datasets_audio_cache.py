@@ -132,17 +132,26 @@ def test_a_changed_file_list_or_file_rebuilds_the_cache(tmp_path, count_reads, c
     assert len(new_rows) == 1 and not new_rows & old_rows
 
 
-def test_recently_modified_files_are_not_trusted(tmp_path, count_reads):
-    # A change within the file system's timestamp tick leaves size and mtime alike: files
-    # modified within RACY_NS of a build are read again at every start.
+def test_files_modified_just_before_a_build_are_read_again(tmp_path, count_reads, monkeypatch):
+    # A change within the file system's timestamp tick can leave every stamp as it was:
+    # here the stamps are frozen, so only the age of the files can tell.
     files = write_features(tmp_path, [(512,), (2, 512)], age=None)
-    before = os.stat(files[0])
+    frozen = audio_cache._list(files, tmp_path)
+    monkeypatch.setattr(audio_cache, "_list", lambda *args: frozen)
     cached_audio_bank(files, tmp_path, "train")
     np.save(files[0], np.full(512, 3.0, np.float32))
-    os.utime(files[0], ns=(before.st_atime_ns, before.st_mtime_ns))   # same size and mtime
     bank = cached_audio_bank(files, tmp_path, "train")
     assert len(count_reads) == 4
     assert_same_rows(bank, rows_by_np_load(files))
+
+
+def test_old_files_with_unchanged_stamps_are_not_read_again(tmp_path, count_reads, monkeypatch):
+    files = write_features(tmp_path, [(512,), (2, 512)])
+    frozen = audio_cache._list(files, tmp_path)
+    monkeypatch.setattr(audio_cache, "_list", lambda *args: frozen)
+    first = cached_audio_bank(files, tmp_path, "train")
+    assert_same_rows(cached_audio_bank(files, tmp_path, "train"), bank_rows(first))
+    assert len(count_reads) == 2
 
 
 @pytest.mark.parametrize("array, message", [
