@@ -30,8 +30,8 @@ ArrayLike = Tensor | np.ndarray
 # Gallery items per float64 matmul: the float64 products of a query block live only this
 # many columns at a time, the float32 similarity rows are what the block holds.
 GALLERY_CHUNK = 8192
-# Similarities compared at a time when counting equal ones (5 bytes each, and 8 for
-# each equal one).
+# Similarities handled at a time when counting equal ones (5 bytes each, and 8 for each
+# equal one) or ranking rows on tie-break keys (about 36 bytes each).
 TIE_SCAN_ITEMS = 1 << 24
 # Ranking a row on tie-break keys costs about as much as this many scans of it.
 KEYED_ROW_COST = 16
@@ -151,17 +151,18 @@ def _relevant_ranks(similarity: Tensor, members: Tensor, valid: Tensor) -> Tenso
     tied = valid & (at_most >= 2) & (ascending.gather(1, (at_most - 2).clamp(min=0)) == values)
     rows = tied.any(dim=1).nonzero().flatten()
     if len(rows):
-        ranks[rows] += _earlier_equal(similarity[rows], ascending[rows], values[rows],
-                                      at_most[rows], members[rows], valid[rows])
+        ranks[rows] += _earlier_equal(similarity, ascending, rows, values[rows], at_most[rows],
+                                      members[rows], valid[rows])
     return ranks
 
 
-def _earlier_equal(similarity: Tensor, ascending: Tensor, values: Tensor, at_most: Tensor,
-                   members: Tensor, valid: Tensor) -> Tensor:
-    """For each relevant item of rows with ties: how many items with exactly its similarity
-    come earlier in gallery order. Shapes as in `_relevant_ranks` for these r rows, plus
-    ascending (r, G) the sorted similarities, values (r, M) the items' similarities (inf
-    for padding) and at_most (r, M) the number of items at most as similar. Returns (r, M).
+def _earlier_equal(similarity: Tensor, ascending: Tensor, rows: Tensor, values: Tensor,
+                   at_most: Tensor, members: Tensor, valid: Tensor) -> Tensor:
+    """For each relevant item of the rows `rows` (r,) with ties: how many items with exactly
+    its similarity come earlier in gallery order. similarity and ascending (its rows
+    sorted): (b, G) of the whole block; values (r, M) the items' similarities (inf for
+    padding), at_most (r, M) the number of items at most as similar, members and valid as
+    in `_relevant_ranks`, for these rows. Returns (r, M).
 
     When every item sharing the similarity is relevant, that is the number of those earlier
     among `members`. Items that share it with an item of another class get it by scanning
@@ -177,18 +178,21 @@ def _earlier_equal(similarity: Tensor, ascending: Tensor, values: Tensor, at_mos
         1, order, torch.arange(relevant.shape[1], device=first.device) - first)
     # One more equal value below the relevant ones means an item of another class.
     below = at_most - 1 - n_equal_relevant
-    mixed = valid & (below >= 0) & (ascending.gather(1, below.clamp(min=0)) == values)
+    mixed = valid & (below >= 0) & (ascending[rows[:, None], below.clamp(min=0)] == values)
     if not bool(mixed.any()):
         return earlier
-    rows, slots = mixed.nonzero(as_tuple=True)
-    cols = members[rows, slots]
-    group_rows, group_values, inverse = _equal_groups(similarity, rows, cols)
-    tied_rows = mixed.any(dim=1).nonzero().flatten()
-    if len(group_rows) <= KEYED_ROW_COST * len(tied_rows):
-        earlier[rows, slots] = _equal_before(similarity, group_rows, group_values, inverse, cols)
-    else:
-        ranks = _keyed_ranks(_tie_break_keys(similarity[tied_rows]), members[tied_rows])
-        earlier[tied_rows] = ranks - (similarity.shape[1] - at_most[tied_rows] + 1)
+    local, slots = mixed.nonzero(as_tuple=True)
+    cols = members[local, slots]
+    group_rows, group_values, inverse = _equal_groups(similarity, rows[local], cols)
+    keyed = mixed.any(dim=1).nonzero().flatten()
+    if len(group_rows) <= KEYED_ROW_COST * len(keyed):
+        earlier[local, slots] = _equal_before(similarity, group_rows, group_values, inverse, cols)
+        return earlier
+    n_gallery = similarity.shape[1]
+    chunk = max(1, TIE_SCAN_ITEMS // n_gallery)
+    for part in keyed.split(chunk):
+        ranks = _keyed_ranks(_tie_break_keys(similarity[rows[part]]), members[part])
+        earlier[part] = ranks - (n_gallery - at_most[part] + 1)
     return earlier
 
 
