@@ -243,3 +243,15 @@ def test_same_class_duplicates_rank_in_gallery_order_without_tie_keys(monkeypatc
     metrics = retrieval_metrics(*case, ks=KS, block_size=4)
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_sorted_rows_match_torch_sort_into_the_given_storage():
+    from evaluation.retrieval import _sorted_rows
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.randn(7, 1000, generator=g), torch.randn(1, 5, generator=g),
+              torch.randint(-2**60, 2**60, (5, 100), generator=g)):
+        assert torch.equal(_sorted_rows(x), torch.sort(x, dim=1).values)
+        storage = torch.empty_like(x)
+        result = _sorted_rows(x, storage)
+        assert torch.equal(storage, torch.sort(x, dim=1).values)
+        assert result.data_ptr() == storage.data_ptr()
