@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inference", action="store_true", help="video-level predictions → val.json")
     run.add_argument("--inference_subset", default="val", choices=["train", "val", "test"])
     run.add_argument("--inference_stride", default=16, type=int)
-    run.add_argument("--inference_batch_size", default=0, type=int, help="clips per inference batch (0: 4 × batch_size)")
+    run.add_argument("--inference_batch_size", default=0, type=int, help="clips per inference batch (0: 4 × batch_size on CUDA, 8 on CPU)")
     run.add_argument("--output_topk", default=5, type=int)
     run.add_argument("--retrieval", action="store_true", help="video retrieval: validation queries, training gallery")
     run.add_argument("--report", action="store_true", help="write report.md and figures at the end")

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 
@@ -22,20 +25,29 @@ class Annotation:
     database: dict[str, dict]
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """One dataset sample (a video, or a segment of one).
 
     segment: (first, last + 1), 1-based frame numbers of the HDF5 file.
     label: index into `Annotation.labels`, -1 when unlabeled.
-    audio_file: the `.npy` feature, None when the file does not exist (no audio).
+    hdf5_path, audio_path: the files as strings (a pathlib object per sample costs more than
+        looking the file up, at 100,000s of samples); audio_path None when the `.npy`
+        feature does not exist (no audio). `hdf5_file` / `audio_file`: the same as Paths.
     """
 
     sample_id: str
     label: int
-    hdf5_file: Path
-    audio_file: Path | None
+    hdf5_path: str
+    audio_path: str | None
     segment: tuple[int, int]
+
+    @property
+    def hdf5_file(self) -> Path:
+        return Path(self.hdf5_path)
+
+    @property
+    def audio_file(self) -> Path | None:
+        return None if self.audio_path is None else Path(self.audio_path)
 
 
 def load_annotation(path: str | Path) -> Annotation:
@@ -103,13 +115,17 @@ def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
     if not entries:
         raise ValueError(f"{annotation.path}: no samples with subset {subset!r}")
 
+    # Paths are built and tested as strings: pathlib costs several times the stat call
+    # itself, which matters at 100,000s of samples.
+    video_root = os.path.join(os.fspath(video_path), "")
+    audio_root = None if audio_path is None else os.path.join(os.fspath(audio_path), "")
     samples: list[Sample] = []
     missing: list[str] = []
     empty: list[str] = []
     for sample_id, entry in entries:
         label, stem = _label_and_stem(annotation, class_index, sample_id, entry)
-        hdf5_file = video_path / f"{stem}.hdf5"
-        if not hdf5_file.is_file():
+        hdf5_file = f"{video_root}{stem}.hdf5"
+        if not _is_file(hdf5_file):
             missing.append(sample_id)
             continue
         segment = _segment(annotation, sample_id, entry, hdf5_file)
@@ -117,9 +133,9 @@ def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
             empty.append(sample_id)
             continue
         audio_file = None
-        if audio_path is not None:
-            candidate = Path(audio_path) / f"{stem}.npy"
-            audio_file = candidate if candidate.is_file() else None
+        if audio_root is not None:
+            candidate = f"{audio_root}{stem}.npy"
+            audio_file = candidate if _is_file(candidate) else None
         samples.append(Sample(sample_id, label, hdf5_file, audio_file, segment))
 
     for ids, why in ((missing, f"have no HDF5 file under {video_path}"),
@@ -136,10 +152,17 @@ def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
         raise FileNotFoundError(f"{annotation.path}: none of the {subset!r} samples could be "
                                 f"found under {video_path} (check --video_path)")
     if audio_path is not None:
-        n_no_audio = sum(s.audio_file is None for s in samples)
+        n_no_audio = sum(s.audio_path is None for s in samples)
         logger.info("%s %s: %d of %d samples have no audio feature under %s",
                     annotation.path, subset, n_no_audio, len(samples), audio_path)
     return samples
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _label_and_stem(annotation: Annotation, class_index: dict[str, int], sample_id: str,
@@ -163,7 +186,7 @@ def _label_and_stem(annotation: Annotation, class_index: dict[str, int], sample_
 
 
 def _segment(annotation: Annotation, sample_id: str, entry: dict,
-             hdf5_file: Path) -> tuple[int, int] | None:
+             hdf5_file: str) -> tuple[int, int] | None:
     segment = (entry.get("annotations") or {}).get("segment", entry.get("segment"))
     if segment is None:
         # Unlabeled test videos may carry no segment: they use every frame of the file.

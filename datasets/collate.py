@@ -12,7 +12,7 @@ _clip_buffers: ClipBuffers | None = None
 
 def collate(items: list[dict]) -> dict:
     """Stack every tensor field over the batch (clip → (B, 3, T, S, S) uint8 in
-    channels_last_3d memory, target (B,), audio (B, 512), audio_weight (B,), video_index
+    channels_last_3d memory, target (B,), audio (B, D), audio_weight (B,), video_index
     (B,)) and concatenate the `bad` lists, so the training loop can count replaced samples.
     Items with undecoded frames (`encoded`) give an EncodedBatch under `encoded` instead of
     the clip.

@@ -37,7 +37,7 @@ class EncodedClip:
     frame_size: tuple[int, int]
 
 
-def read_encoded(path: Path, frame_numbers: Sequence[int]) -> EncodedClip:
+def read_encoded(path: str | Path, frame_numbers: Sequence[int]) -> EncodedClip:
     """The undecoded distinct frames of a clip, read with one HDF5 selection.
 
     frame_numbers: (T,) 1-based frame numbers, any order, repeats allowed (loop padding).

@@ -4,12 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import hashlib
+import os
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .annotation import load_annotation, resolve_samples
 from .audio import AudioBank
+from .audio_cache import cached_audio_bank
 from .encoded import EncodedItem
 from .hdf5_clip import BadSampleError, decode_frames, read_encoded
 from .spatial import ClipCenterCrop, ClipRandomResizedCrop, ClipTransform
@@ -37,20 +41,24 @@ class VideoDataset(Dataset):
     (`encoded`, an EncodedItem) instead of `clip`, for decoding in the training process
     (`device_decode`); every random draw is the same as for the decoded clip.
 
-    Every audio feature file is read, checked and kept in memory here (`AudioBank`): a broken
-    one is a ValueError naming it, before training rather than inside a loader worker.
+    Every audio feature file is checked here, before training rather than inside a loader
+    worker: a broken one, or one whose dimension D differs from the others', is a ValueError
+    naming it. The features are served from the consolidated cache of `datasets.audio_cache`
+    (built once in `<audio_path>/.ccl_cache`, or in `audio_cache_fallback` when that folder
+    cannot be written), memory-mapped and shared by loader workers.
 
     Items are looked up by index, or by `(index, seed)` (the keys of SeededSampler, used for
-    training): the item's random draws (temporal start, crop, flip, audio row of a (T, 512)
+    training): the item's random draws (temporal start, crop, flip, audio row of a (T, D)
     feature, replacement of an unreadable sample) then come from a generator seeded with `seed`, so they do not depend
     on which process loads it. With a plain index they come from the global torch RNG. An
     unreadable sample is replaced by a random other item (at most `max_retries` tries); the
     item's `bad` list says what was replaced and why.
 
     Attributes: `labels` class names; per video `video_ids`, `video_labels` (-1 unlabeled),
-    `hdf5_files`, `audio_files` (None: no audio), `segments`; `audio` their features
-    (`AudioBank`); `n_videos`; `n_no_audio` videos
-    without an audio feature; `item_video_index` (len(self),) the video of each item.
+    `hdf5_files`, `audio_files` (file names as str; None: no audio), `segments`; `audio` their features
+    (`AudioBank`) and `audio_dim` their D (512 for the paper's; also when no video has
+    audio); `n_videos`; `n_no_audio` videos without an audio feature; `item_video_index`
+    (len(self),) the video of each item.
     """
 
     def __init__(self, video_path: str | Path, annotation_path: str | Path, subset: str,
@@ -60,7 +68,7 @@ class VideoDataset(Dataset):
                  crop_scale: tuple[float, float] = (0.25, 1.0),
                  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True,
                  strict: bool = False, max_retries: int = 10, reduced_decode: bool = False,
-                 encoded: bool = False) -> None:
+                 encoded: bool = False, audio_cache_fallback: str | Path | None = None) -> None:
         if mode not in ("train", "val", "inference"):
             raise ValueError(f"mode must be 'train', 'val' or 'inference', got {mode!r}")
         if sample_duration < 1 or t_stride < 1:
@@ -74,16 +82,24 @@ class VideoDataset(Dataset):
         self.video_ids = [s.sample_id for s in samples]
         self.video_labels = [s.label for s in samples]
         self.n_videos = len(samples)
-        self.n_no_audio = sum(s.audio_file is None for s in samples)
+        self.n_no_audio = sum(s.audio_path is None for s in samples)
         self.mode = mode
         self.sample_duration = sample_duration
         self.t_stride = t_stride
         self.max_retries = max_retries
         self.encoded = encoded
-        self.hdf5_files = [s.hdf5_file for s in samples]
-        self.audio_files = [s.audio_file for s in samples]
+        self.hdf5_files = [s.hdf5_path for s in samples]
+        self.audio_files = [s.audio_path for s in samples]
         self.segments = [s.segment for s in samples]
-        self.audio = AudioBank(self.audio_files)
+        if audio_path is None:
+            self.audio = AudioBank(self.audio_files)
+        else:
+            # One cache per (audio path, annotation file, subset): rebuilt in place as files
+            # change, never confused with another dataset's in a shared fallback folder.
+            key = f"{os.path.abspath(audio_path)}\n{os.path.abspath(annotation_path)}"
+            name = f"{subset}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+            self.audio = cached_audio_bank(self.audio_files, audio_path, name,
+                                           audio_cache_fallback)
 
         self.spatial: ClipTransform
         if mode == "train":
@@ -107,6 +123,10 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.item_video_index)
 
+    @property
+    def audio_dim(self) -> int:
+        return self.audio.dim
+
     def frame_numbers(self, index: int, generator: torch.Generator | None = None) -> list[int]:
         """The T 1-based frame numbers of item `index` (a fresh random crop in train mode,
         drawn from `generator` or the global torch RNG)."""
@@ -119,7 +139,7 @@ class VideoDataset(Dataset):
         return clip_at(frames, start, self.sample_duration)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        """Item of DESIGN.md: clip (3, T, S, S) uint8 (or `encoded`), target, audio (512,),
+        """Item of DESIGN.md: clip (3, T, S, S) uint8 (or `encoded`), target, audio (D,),
         audio_weight, video_index, bad. `key`: an index, or (index, seed) (see the class
         docstring)."""
         index, seed = key if isinstance(key, tuple) else (key, None)

@@ -20,10 +20,25 @@ from training.distributed import is_distributed, is_main_process
 log = logging.getLogger("ccl")
 
 
+# Windows per inference batch on CPU: the original's peak memory (it batched one video,
+# about 10 windows of a UCF clip); larger batches are no faster on CPU.
+CPU_INFERENCE_BATCH = 8
+
+
+def inference_batch_size(opt, device: torch.device) -> int:
+    """Windows per inference batch and process: --inference_batch_size, or when 0, by
+    device: 4 × --batch_size on CUDA (larger kernels keep the GPU busy; 64 windows of
+    16 × 112² take about 3 GB there), CPU_INFERENCE_BATCH on CPU."""
+    if opt.inference_batch_size:
+        return opt.inference_batch_size
+    return 4 * opt.batch_size if device.type == "cuda" else CPU_INFERENCE_BATCH
+
+
 def predict_subset(opt, student: nn.Module, subset: str, settings, device: torch.device):
-    """Non-overlapping windows of every video of `subset` → per-video scores and features."""
+    """Non-overlapping windows of every video of `subset` → per-video scores and features.
+    Windows are dataset items, so memory is per batch whatever the videos' length."""
     dataset = make_dataset(opt, subset, "inference")
-    batch = opt.inference_batch_size or 4 * opt.batch_size
+    batch = inference_batch_size(opt, device)
     loader = build_loader(dataset, batch, shuffle=False, n_threads=opt.n_threads, distributed=is_distributed())
     predictions = predict_videos(student, loader, dataset.n_videos, device,
                                  lambda clip: model_input(clip, settings.mean, settings.std, settings.channels_last),
@@ -59,7 +74,7 @@ def evaluate(opt, student: nn.Module, settings, device: torch.device) -> dict:
     if opt.retrieval:
         query_set, query = subset_outputs(SUBSETS["val"])
         gallery_set, gallery = subset_outputs(SUBSETS["train"])
-        results["retrieval"] = retrieve(query_set, query, gallery_set, gallery, result_path)
+        results["retrieval"] = retrieve(query_set, query, gallery_set, gallery, result_path, device)
     if opt.report and is_main_process():
         ground_truth, class_names = load_ground_truth(opt.annotation_path, inference_subset)
         results["report"] = str(write_report(result_path, class_names, ground_truth))
@@ -77,13 +92,14 @@ def top1(annotation_path: Path, predictions_path: Path, subset: str) -> float | 
 
 
 def retrieve(query_set, query: VideoPredictions, gallery_set, gallery: VideoPredictions,
-             result_path: Path) -> dict:
-    """R@1/5/10/20 and mAP of labelled queries against the labelled gallery (SPEC §5)."""
+             result_path: Path, device: torch.device | str = "cpu") -> dict:
+    """R@1/5/10/20 and mAP of labelled queries against the labelled gallery (SPEC §5),
+    ranked on `device` (the run's: CUDA when it trains there)."""
     q_labels = torch.tensor(query_set.video_labels)
     g_labels = torch.tensor(gallery_set.video_labels)
     q_keep, g_keep = q_labels >= 0, g_labels >= 0
     metrics = retrieval_metrics(query.features[q_keep], q_labels[q_keep],
-                                gallery.features[g_keep], g_labels[g_keep])
+                                gallery.features[g_keep], g_labels[g_keep], device=device)
     if is_main_process():
         (result_path / "retrieval.json").write_text(json.dumps(metrics, indent=2) + "\n")
         log.info("retrieval: %s", " ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"

@@ -18,7 +18,7 @@ def brute_force_metrics(query, query_labels, gallery, gallery_labels, ks):
     def unit(v):
         v = [float(x) for x in v]
         norm = math.sqrt(sum(x * x for x in v))
-        return [x / norm for x in v]
+        return [x / norm for x in v] if norm else v     # a zero vector stays zero
 
     gallery = [unit(g) for g in gallery]
     hits = {k: 0 for k in ks}
@@ -140,3 +140,118 @@ def test_eval_retrieval_script_reports_a_missing_file(tmp_path, capsys):
                              "--gallery", str(tmp_path / "nope.npz")])
     assert exit_info.value.code != 0
     assert "error:" in str(exit_info.value.code) and "nope.npz" in str(exit_info.value.code)
+
+
+def tied_case(seed=0, n_gallery=120, n_query=37, n_classes=6):
+    """Non-negative features in {0, 1, 2}^4, as the student's pooled ReLU outputs are: many
+    exactly equal similarities (duplicate vectors, equal angles, disjoint supports), zero
+    vectors (similarity 0 to everything), queries that copy gallery items, and classes 6
+    and 7 that only queries have."""
+    rng = np.random.default_rng(seed)
+    gallery = rng.integers(0, 3, size=(n_gallery, 4)).astype(np.float32)
+    gallery[:5] = 0.0
+    gallery_labels = rng.integers(0, n_classes, size=n_gallery)
+    query = rng.integers(0, 3, size=(n_query, 4)).astype(np.float32)
+    query[:6] = 3 * gallery[10:16]
+    query[6] = 0.0
+    query_labels = rng.integers(0, n_classes + 2, size=n_query)
+    return query, query_labels, gallery, gallery_labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("block_size", [1, 5, 1024])
+def test_matches_brute_force_with_heavy_ties(seed, block_size):
+    case = tied_case(seed)
+    expected = brute_force_metrics(*case, KS)
+    metrics = retrieval_metrics(*case, ks=KS, block_size=block_size)
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_every_item_tied_ranks_in_gallery_order():
+    # A collapsed model: one feature for every video. Ranks are then gallery positions.
+    gallery = np.ones((10, 3), np.float32)
+    gallery_labels = np.array([2, 0, 1, 0, 2, 2, 1, 0, 0, 1])
+    query = np.ones((3, 3), np.float32)
+    query_labels = np.array([0, 1, 3])
+    metrics = retrieval_metrics(query, query_labels, gallery, gallery_labels, ks=(1, 2, 3))
+    # Class 0 at ranks 2, 4, 8, 9; class 1 at 3, 7, 10; class 3 absent.
+    ap0 = (1 / 2 + 2 / 4 + 3 / 8 + 4 / 9) / 4
+    ap1 = (1 / 3 + 2 / 7 + 3 / 10) / 3
+    assert metrics["R@1"] == 0.0
+    assert metrics["R@2"] == pytest.approx(100 / 3)
+    assert metrics["R@3"] == pytest.approx(200 / 3)
+    assert metrics["mAP"] == pytest.approx(100 * (ap0 + ap1) / 3)
+
+
+def test_duplicate_queries_and_gallery_items_with_random_features():
+    rng = np.random.default_rng(3)
+    gallery = rng.normal(size=(80, 16)).astype(np.float32)
+    gallery[40:] = gallery[:40][rng.permutation(40)]       # every vector twice
+    gallery_labels = rng.integers(0, 5, size=80)
+    query = np.concatenate([gallery[rng.integers(0, 80, 10)], rng.normal(size=(10, 16))])
+    query = np.concatenate([query, query[:5]]).astype(np.float32)    # repeated queries
+    query_labels = rng.integers(0, 6, size=25)
+    case = (query, query_labels, gallery, gallery_labels)
+    expected = brute_force_metrics(*case, KS)
+    for block_size in (2, 25):
+        metrics = retrieval_metrics(*case, ks=KS, block_size=block_size)
+        for name, value in expected.items():
+            assert metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_tie_break_keys_order_like_a_stable_descending_sort():
+    from evaluation.retrieval import _tie_break_keys
+    values = torch.tensor([[0.5, -0.0, 0.0, -0.25, 0.5, -3.0, 2.0, -0.25, 0.0, 1e-30, -1e-30]])
+    keys = _tie_break_keys(values)[0].tolist()
+    expected = sorted(range(values.shape[1]), key=lambda j: (-float(values[0, j]), j))
+    assert sorted(range(len(keys)), key=lambda j: -keys[j]) == expected
+    assert len(set(keys)) == len(keys)
+
+
+def test_rejects_non_finite_features():
+    query, query_labels, gallery, gallery_labels = hand_case()
+    gallery = gallery.copy()
+    gallery[1, 0] = np.nan
+    with pytest.raises(ValueError, match="gallery_feats contain NaN or inf"):
+        retrieval_metrics(query, query_labels, gallery, gallery_labels)
+
+
+@pytest.mark.cuda
+def test_cuda_gives_the_brute_force_metrics():
+    for case in (random_case(), tied_case(1)):
+        expected = brute_force_metrics(*case, KS)
+        metrics = retrieval_metrics(*case, ks=KS, block_size=8, device="cuda")
+        for name, value in expected.items():
+            assert metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_same_class_duplicates_rank_in_gallery_order_without_tie_keys(monkeypatch):
+    # Duplicates that share their label (the same video listed twice) tie only with each
+    # other: their ranks follow from the sorted values, no query needs the tie-break keys.
+    from evaluation import retrieval
+    rng = np.random.default_rng(4)
+    gallery = rng.normal(size=(60, 8)).astype(np.float32)
+    gallery_labels = rng.integers(0, 4, size=60)
+    gallery[30:] = gallery[:30]
+    gallery_labels[30:] = gallery_labels[:30]
+    query = np.concatenate([gallery[:6], rng.normal(size=(9, 8))]).astype(np.float32)
+    query_labels = rng.integers(0, 4, size=15)
+    case = (query, query_labels, gallery, gallery_labels)
+    expected = brute_force_metrics(*case, KS)
+    monkeypatch.setattr(retrieval, "_tie_break_keys", None)
+    metrics = retrieval_metrics(*case, ks=KS, block_size=4)
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_sorted_rows_match_torch_sort_into_the_given_storage():
+    from evaluation.retrieval import _sorted_rows
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.randn(7, 1000, generator=g), torch.randn(1, 5, generator=g),
+              torch.randint(-2**60, 2**60, (5, 100), generator=g)):
+        assert torch.equal(_sorted_rows(x), torch.sort(x, dim=1).values)
+        storage = torch.empty_like(x)
+        result = _sorted_rows(x, storage)
+        assert torch.equal(storage, torch.sort(x, dim=1).values)
+        assert result.data_ptr() == storage.data_ptr()

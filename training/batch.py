@@ -12,7 +12,7 @@ from datasets.transforms import normalize_clip
 class Batch:
     clip: Tensor          # (B, 3, T, H, W) normalized float
     target: Tensor        # (B,) int64
-    audio: Tensor         # (B, 512) float32, zeros where a video has no audio
+    audio: Tensor         # (B, D) float32 (dataset.audio_dim), zeros where a video has no audio
     audio_weight: Tensor  # (B,) float32, 1 where a video has audio
     frame_index: int      # frame of the clip the image teacher sees (SPEC §2)
 

@@ -3,6 +3,7 @@ import logging
 from pathlib import Path
 
 from datasets import VideoDataset
+from datasets.audio import mixed_dim_error
 from training.inputs import UserError
 
 log = logging.getLogger("ccl")
@@ -10,7 +11,9 @@ log = logging.getLogger("ccl")
 
 def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
     """The dataset of one subset; what is wrong with the data files (missing videos under
-    --strict_data, broken audio features) is a UserError, raised before any model exists."""
+    --strict_data, broken audio features) is a UserError, raised before any model exists.
+    The audio feature cache goes to `<result_path>/.ccl_cache` when the audio folder is
+    read-only."""
     try:
         return VideoDataset(opt.video_path, opt.annotation_path, subset, mode=mode,
                             sample_duration=opt.sample_duration, sample_size=opt.sample_size,
@@ -20,7 +23,8 @@ def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
                             crop_scale=(opt.train_crop_min_scale, 1.0),
                             crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
                             hflip=not opt.no_hflip, strict=opt.strict_data,
-                            reduced_decode=opt.eval_reduced_decode, encoded=opt.gpu_decode)
+                            reduced_decode=opt.eval_reduced_decode, encoded=opt.gpu_decode,
+                            audio_cache_fallback=Path(opt.result_path) / ".ccl_cache")
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
 
@@ -44,3 +48,13 @@ def check_audio_coverage(train_set: VideoDataset, video_path, audio_path) -> Non
     level = logging.WARNING if share > MAX_SHARE_WITHOUT_AUDIO else logging.INFO
     log.log(level, "%d of %d training videos (%.1f%%) have no audio feature under %s; they train "
                    "without the audio terms", missing, total, 100 * share, audio_path)
+
+
+def audio_dim(datasets: list[VideoDataset]) -> int:
+    """D of the run's audio features (SPEC §1): every dataset's files must have the same D
+    (a UserError naming a file of each, with both shapes). 512 when no file exists."""
+    with_audio = [d.audio for d in datasets if d.audio.reference is not None]
+    for bank in with_audio[1:]:
+        if bank.dim != with_audio[0].dim:
+            raise UserError(str(mixed_dim_error(*bank.reference, *with_audio[0].reference)))
+    return with_audio[0].dim if with_audio else datasets[0].audio_dim

@@ -15,7 +15,7 @@ from opts import SUBSETS
 from evaluation.pipeline import evaluate
 from training.checkpoint import load_checkpoint, unwrap
 from training.distributed import broadcast_from_main, is_distributed, world_size
-from training.data import check_audio_coverage, make_dataset
+from training.data import audio_dim, check_audio_coverage, make_dataset
 from training.device import uses_data_parallel
 from training.inputs import UserError
 from training.logs import write_options
@@ -130,6 +130,9 @@ def run(opt, device: torch.device) -> dict:
     if not opt.no_val:
         val_loader = build_loader(make_dataset(opt, SUBSETS["val"], "val"), batch, shuffle=False,
                                   n_threads=opt.n_threads, distributed=is_distributed())
+    datasets = [loader.dataset for loader in (train_loader, val_loader) if loader is not None]
+    if opt.use_audio and datasets:
+        audio_dim(datasets)   # one D across the subsets, before any model is built
     settings = epoch_settings(opt, device, len(train_loader.dataset) if train_loader else 0)
     configure_backends(device)
 

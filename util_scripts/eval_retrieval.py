@@ -30,9 +30,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--result_path", type=Path, default=None,
                         help="folder for retrieval.json (default: the query file's folder)")
     parser.add_argument("--block_size", type=int, default=1024,
-                        help="queries ranked at a time (memory ~ 40 B × block × gallery size)")
-    parser.add_argument("--device", type=str,
-                        default="cuda" if torch.cuda.is_available() else "cpu")
+                        help="queries ranked at a time (memory ~ 9 B × block × gallery size, up "
+                             "to ~40 B where similarities tie)")
+    parser.add_argument("--device", choices=["cpu", "cuda"],
+                        default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where the similarities are ranked (the same metrics either way)")
     return parser.parse_args(argv)
 
 
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict[str, float | int]:
     try:
         if not result_path.is_dir():
             raise FileNotFoundError(f"--result_path {result_path} is not a folder")
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda but no CUDA device is visible (use --device cpu)")
         query = _labelled(load_features(args.query), args.query)
         gallery = _labelled(load_features(args.gallery), args.gallery)
         metrics = retrieval_metrics(query.features, query.labels, gallery.features,

@@ -1,0 +1,56 @@
+"""Inference batches: their default by device, and a long video cut into bounded batches."""
+import json
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from datasets.synthetic import write_synthetic_dataset
+from evaluation.pipeline import CPU_INFERENCE_BATCH, inference_batch_size, predict_subset
+from opts import parse_opts
+
+
+def test_default_inference_batch_is_chosen_by_device():
+    default, given = parse_opts(["--batch_size", "12"]), parse_opts(["--inference_batch_size", "5"])
+    assert inference_batch_size(default, torch.device("cpu")) == CPU_INFERENCE_BATCH == 8
+    assert inference_batch_size(default, torch.device("cuda")) == 48
+    assert inference_batch_size(given, torch.device("cpu")) == 5
+    assert inference_batch_size(given, torch.device("cuda")) == 5
+
+
+class WindowRecorder(nn.Module):
+    """A stand-in student: logits 0, feature = the mean of each clip's first channel; it
+    keeps the batch sizes it is given."""
+
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.batch_sizes: list[int] = []
+
+    def forward(self, clip):
+        self.batch_sizes.append(len(clip))
+        return clip.new_zeros(len(clip), self.n_classes), clip[:, :1].mean(dim=(2, 3, 4))
+
+
+def test_a_long_video_is_inferred_a_default_batch_at_a_time(tmp_path):
+    # One video of 400 frames at 4-frame windows: 100 windows, each an item.
+    data = write_synthetic_dataset(tmp_path / "data", n_videos=1, n_frames=400, n_classes=1)
+    annotation = json.loads(data.annotation_path.read_text())
+    for entry in annotation["database"].values():
+        entry["subset"] = "validation"
+    data.annotation_path.write_text(json.dumps(annotation))
+    opt = parse_opts(["--video_path", str(data.video_path), "--annotation_path",
+                      str(data.annotation_path), "--result_path", str(tmp_path),
+                      "--n_classes", "1", "--sample_size", "16", "--sample_duration", "4",
+                      "--inference_stride", "4", "--n_threads", "0"])
+    settings = SimpleNamespace(mean=[0.0] * 3, std=[1.0] * 3, channels_last=False,
+                               autocast_dtype=None)
+    student = WindowRecorder(1)
+    dataset, predictions = predict_subset(opt, student, "validation", settings,
+                                          torch.device("cpu"))
+    assert len(dataset) == 100 and predictions.counts.tolist() == [100]
+    assert student.batch_sizes == [8] * 12 + [4]
+    # The video's feature is the mean over its windows, each loaded on its own (pixels
+    # scaled to [0, 1], mean 0 and std 1 here).
+    windows = torch.stack([dataset[i]["clip"][:1].float().mean() / 255 for i in range(100)])
+    assert torch.allclose(predictions.features[0, 0], windows.double().mean().float(), atol=1e-4)
