@@ -9,17 +9,14 @@ from pathlib import Path
 
 import torch
 
-from datasets.video_dataset import UnreadableDataError
 from demo.run import run_demo
+from errors import RunStopped, UserError
 from opts import parse_opts
-from training.checkpoint import CheckpointWriteError
 from training.device import describe_device
 from training.distributed import init_from_environment, is_main_process, shutdown
-from training.inputs import UserError, check_inputs
-from training.loop import TrainingStopped
+from training.inputs import check_inputs
 from training.result_folder import hold_result_folder, interruption_summary
 from training.session import run as run_session
-from util_scripts.pyav import MissingPyAV
 
 log = logging.getLogger("ccl")
 
@@ -55,28 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 2 a mistake in the options or data (nothing was built); 1 the run
     started but could not go on; 130 interrupted (Ctrl-C)."""
     opt = parse_opts(argv)
-    if opt.demo:
-        try:
-            return run_demo(opt)
-        except MissingPyAV as e:   # the demo encodes and converts videos
-            print(f"error: {e}", file=sys.stderr)
-            return 2
     try:
+        if opt.demo:
+            return run_demo(opt)
         check_inputs(opt)
         with hold_result_folder(Path(opt.result_path)):
             run(opt)
     except KeyboardInterrupt:
+        if opt.demo:
+            raise
         print(interruption_summary(Path(opt.result_path), training=not opt.no_train), file=sys.stderr)
         return 130
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (TrainingStopped, CheckpointWriteError) as e:
-        # The run started but cannot go on; the newest checkpoint on disk is complete.
-        print(f"error: training stopped: {e}", file=sys.stderr)
-        return 1
-    except UnreadableDataError as e:
-        # Training, validation or inference found nothing readable (the message names a file).
+    except RunStopped as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

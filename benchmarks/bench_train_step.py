@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.original_step import TrackedImageTeacher, original_step  # noqa: E402
 from datasets.progress import Progress, progress  # noqa: E402
+from errors import UserError  # noqa: E402
 from models import build_student  # noqa: E402
 from models.image_teacher import ImageTeacher, calibrate_batchnorm  # noqa: E402
 from opts import parse_opts  # noqa: E402
@@ -43,10 +44,6 @@ CONFIGS = {"base": (False, False), "a": (True, False), "i": (False, True), "ai":
 NO_AUDIO_SHARE = 0.1     # UCF51 has 8 of 4,901 training videos without audio; 10% stresses it
 BATCH_POOL = 2           # distinct synthetic batches, cycled
 SEED = 0
-
-
-class UserError(Exception):
-    """A wrong option; printed as one `error:` line without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

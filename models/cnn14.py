@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from errors import MissingFileError, UserError
 from models.logmel import LogMelFrontEnd
 
 AUDIOSET_CLASSES = 527
@@ -72,7 +73,7 @@ _MEL_KEY = "logmel_extractor.melW"
 _STFT_PREFIX = "spectrogram_extractor."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """The checkpoint file cannot be used for the requested PANNs network."""
 
 
@@ -168,12 +169,12 @@ _NUMPY_ARRAY_GLOBALS = [
 def read_official_state_dict(path: str | Path, spec: PannsSpec) -> dict[str, Tensor]:
     """The `model` state dict of a PANNs checkpoint file, read without running its code.
 
-    Raises FileNotFoundError / CheckpointError with a one-line message naming `path`.
+    Raises MissingFileError / CheckpointError with a one-line message naming `path`.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{spec.name} checkpoint {path} not found: "
-                                f"{spec.checkpoint_hint}")
+        raise MissingFileError(f"{spec.name} checkpoint {path} not found: "
+                               f"{spec.checkpoint_hint}")
     try:
         with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchvision.models import ResNet34_Weights
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from errors import MissingFileError, UserError
 from models.factory import read_state_dict
 
 FEATURE_DIM = 512
@@ -90,11 +91,11 @@ def load_image_teacher(weights_path: str | None, allow_untrained: bool = False) 
             teacher.load_state_dict(state)
         except RuntimeError as e:
             detail = " ".join(str(e).split())[:300]
-            raise ValueError(f"--image_teacher_weights {path} is not a torchvision resnet34 "
-                             f"state dict ({detail})") from e
+            raise UserError(f"--image_teacher_weights {path} is not a torchvision resnet34 "
+                            f"state dict ({detail})") from e
         return teacher
     if not allow_untrained:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"ImageNet ResNet-34 weights not found: put {path.name} (from "
             f"{ResNet34_Weights.IMAGENET1K_V1.url}) at {path} or pass --image_teacher_weights FILE")
     warnings.warn("IMAGE TEACHER IS UNTRAINED (random ResNet-34, BatchNorm calibrated on noise): "

@@ -18,8 +18,8 @@ from datasets.audio import AudioBank, _read_npy, read_audio_array
 from datasets.audio_cache import CACHE_FOLDER, cached_audio_bank
 from datasets.synthetic import write_synthetic_dataset
 from datasets.video_dataset import VideoDataset
+from errors import UserError
 from training.data import audio_dim
-from training.inputs import UserError
 
 HOUR_AGO = time.time() - 3600
 

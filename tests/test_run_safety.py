@@ -14,12 +14,12 @@ import torch
 import training.checkpoint
 import training.result_folder
 import training.session
+from errors import UserError
 from tests.conftest import REPO, read_log, tiny_run_options
 from tests.test_fault_injection import (FAST, assert_one_line_error, data, drop_checkpoints, launch,  # noqa: F401
                                         launched, no_model, one_thread, run_main, wait_for)
 from training.checkpoint import atomic_save
 from training.device import describe_device
-from training.inputs import UserError
 from training.result_folder import hold_result_folder
 
 

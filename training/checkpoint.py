@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from errors import MissingFileError, TrainingStopped, UserError
 from models.checkpoint_file import read_checkpoint_file
 from models.factory import strip_module_prefix
 
@@ -28,7 +29,7 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(TrainingStopped):
     """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
 
 
@@ -121,14 +122,14 @@ def save_training_state(result_path: Path, state: dict, name: str) -> None:
 
 
 def load_checkpoint(path: Path, option: str = "--resume_path") -> dict:
-    """The checkpoint at `path`, read without running code. ValueError (one line naming the
+    """The checkpoint at `path`, read without running code. UserError (one line naming the
     file) when it is missing, unreadable, refused or not a dict."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{option} {path} does not exist (pass a save_<epoch>.pth file or 'latest')")
+        raise MissingFileError(f"{option} {path} does not exist (pass a save_<epoch>.pth file or 'latest')")
     checkpoint = read_checkpoint_file(path, option)
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{option} {path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+        raise UserError(f"{option} {path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     return checkpoint
 
 
@@ -142,12 +143,12 @@ def load_student_weights(student: nn.Module, checkpoint: dict, path: Path) -> No
     """Load `state_dict` strictly; accepts the original release's checkpoints (and their
     DataParallel `module.` prefix)."""
     if "state_dict" not in checkpoint:
-        raise ValueError(f"{path} has no 'state_dict' entry: not a CCL / 3D-ResNets checkpoint")
+        raise UserError(f"{path} has no 'state_dict' entry: not a CCL / 3D-ResNets checkpoint")
     try:
         unwrap(student).load_state_dict(strip_module_prefix(checkpoint["state_dict"]), strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise ValueError(f"{path} does not match --model/--model_depth/--n_classes: {first}") from e
+        raise UserError(f"{path} does not match --model/--model_depth/--n_classes: {first}") from e
 
 
 def latest_checkpoint(result_path: Path) -> Path | None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from datasets import VideoDataset
 from datasets.audio import mixed_dim_error
-from training.inputs import UserError
+from errors import UserError
 
 log = logging.getLogger("ccl")
 
@@ -14,19 +14,16 @@ def make_dataset(opt, subset: str, mode: str) -> VideoDataset:
     --strict_data, broken audio features) is a UserError, raised before any model exists.
     The audio feature cache goes to `<result_path>/.ccl_cache` when the audio folder is
     read-only."""
-    try:
-        return VideoDataset(opt.video_path, opt.annotation_path, subset, mode=mode,
-                            sample_duration=opt.sample_duration, sample_size=opt.sample_size,
-                            audio_path=opt.audio_path if opt.use_audio else None,
-                            n_val_clips=opt.n_val_samples, inference_stride=opt.inference_stride,
-                            t_stride=opt.sample_t_stride,
-                            crop_scale=(opt.train_crop_min_scale, 1.0),
-                            crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
-                            hflip=not opt.no_hflip, strict=opt.strict_data,
-                            reduced_decode=opt.eval_reduced_decode, encoded=opt.gpu_decode,
-                            audio_cache_fallback=Path(opt.result_path) / ".ccl_cache")
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from None
+    return VideoDataset(opt.video_path, opt.annotation_path, subset, mode=mode,
+                        sample_duration=opt.sample_duration, sample_size=opt.sample_size,
+                        audio_path=opt.audio_path if opt.use_audio else None,
+                        n_val_clips=opt.n_val_samples, inference_stride=opt.inference_stride,
+                        t_stride=opt.sample_t_stride,
+                        crop_scale=(opt.train_crop_min_scale, 1.0),
+                        crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
+                        hflip=not opt.no_hflip, strict=opt.strict_data,
+                        reduced_decode=opt.eval_reduced_decode, encoded=opt.gpu_decode,
+                        audio_cache_fallback=Path(opt.result_path) / ".ccl_cache")
 
 
 # Above this share of training videos without an audio feature, a run warns: UCF51 split 1
@@ -56,5 +53,5 @@ def audio_dim(datasets: list[VideoDataset]) -> int:
     with_audio = [d.audio for d in datasets if d.audio.reference is not None]
     for bank in with_audio[1:]:
         if bank.dim != with_audio[0].dim:
-            raise UserError(str(mixed_dim_error(*bank.reference, *with_audio[0].reference)))
+            raise mixed_dim_error(*bank.reference, *with_audio[0].reference)
     return with_audio[0].dim if with_audio else datasets[0].audio_dim

@@ -3,12 +3,9 @@ import os
 from pathlib import Path
 
 from datasets import Annotation, check_n_classes, classes_without_audio_folder, load_annotation
+from errors import UserError
 from models.image_teacher import default_weights_path
 from training.checkpoint import latest_checkpoint
-
-
-class UserError(Exception):
-    """A mistake in the options or the data; main prints it as one line, no traceback."""
 
 
 def check_inputs(opt) -> None:
@@ -21,16 +18,10 @@ def check_inputs(opt) -> None:
     if opt.video_path is None or not Path(opt.video_path).is_dir():
         raise UserError(f"--video_path {opt.video_path} does not exist "
                         "(run util_scripts/generate_video_hdf5.py first, see dataset/README.md)")
-    try:
-        annotation = load_annotation(opt.annotation_path)
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from None
+    annotation = load_annotation(opt.annotation_path)
     if opt.use_audio:
         check_audio_classes(annotation, opt.audio_path)
-    try:
-        check_n_classes(annotation, opt.n_classes)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    check_n_classes(annotation, opt.n_classes)
     if opt.use_image and not opt.allow_untrained_teacher:
         weights = Path(opt.image_teacher_weights) if opt.image_teacher_weights else default_weights_path()
         if not weights.is_file():

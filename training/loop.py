@@ -11,6 +11,7 @@ from torch import nn
 
 from datasets.device_decode import clip_to_device
 from datasets.loader import batches
+from errors import TrainingStopped
 from training.batch import to_device_batch
 from training.distributed import all_reduce_sum, is_main_process
 from training.objective import ccl_objective
@@ -35,10 +36,6 @@ class EpochSettings:
     max_bad_samples: int
     max_nonfinite_steps: int
     objective: Callable = ccl_objective   # torch.compile'd under --compile
-
-
-class TrainingStopped(RuntimeError):
-    """Raised when a run must stop: too many unreadable samples or non-finite steps."""
 
 
 def train_epoch(epoch: int, student: nn.Module, teachers: list[Teacher], loader,

@@ -3,7 +3,7 @@ change: a checkpoint continues only the training it was started with."""
 import logging
 from pathlib import Path
 
-from training.inputs import UserError
+from errors import UserError
 
 log = logging.getLogger("ccl")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from errors import UserError
 from models.factory import strip_module_prefix
 from training.checkpoint import (load_checkpoint, load_student_weights, original_head_file,
                                  save_training_state, set_rng_state, training_state)
@@ -76,12 +77,12 @@ def load_head_weights(head: nn.Module, head_file: Path) -> None:
     """A composition head's `state_dict` from an original-release head file, strictly."""
     saved = load_checkpoint(head_file, "head checkpoint")
     if "state_dict" not in saved:
-        raise ValueError(f"head checkpoint {head_file} has no 'state_dict' entry")
+        raise UserError(f"head checkpoint {head_file} has no 'state_dict' entry")
     try:
         head.load_state_dict(strip_module_prefix(saved["state_dict"]), strict=True)
     except RuntimeError as e:
         reason = " ".join(line.strip() for line in str(e).splitlines()[:2])
-        raise ValueError(f"head checkpoint {head_file} does not match --n_classes: {reason}") from None
+        raise UserError(f"head checkpoint {head_file} does not match --n_classes: {reason}") from None
 
 
 def seed_epoch(loader, seed: int, epoch: int) -> None:

@@ -1,6 +1,5 @@
 """Assemble one run from the options: datasets, student, teachers, optimizers, resume,
 wrappers; then train/validate and hand the student to evaluation."""
-import contextlib
 import logging
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from training.checkpoint import load_checkpoint, unwrap
 from training.distributed import broadcast_from_main, is_distributed, world_size
 from training.data import audio_dim, check_audio_coverage, make_dataset
 from training.device import uses_data_parallel
-from training.inputs import UserError
 from training.logs import write_options
 from training.loop import EpochSettings
 from training.objective import ccl_objective
@@ -42,10 +40,7 @@ def load_resume_checkpoint(opt) -> tuple[dict | None, list[dict]]:
     if not opt.resume_path:
         return None, []
     path = Path(opt.resume_path)
-    try:
-        checkpoint = load_checkpoint(path)
-    except ValueError as e:   # missing, unreadable or refused (it would run code)
-        raise UserError(str(e)) from None
+    checkpoint = load_checkpoint(path)
     return checkpoint, [] if opt.no_train else check_resume_options(checkpoint, opt, path)
 
 
@@ -73,17 +68,6 @@ def epoch_settings(opt, device: torch.device, n_train_items: int) -> EpochSettin
                          objective=torch.compile(ccl_objective) if opt.compile else ccl_objective)
 
 
-@contextlib.contextmanager
-def weight_file_errors():
-    """A weight file the user passed that is missing, unreadable, refused or of another
-    architecture (`--pretrain_path`, `--image_teacher_weights`) becomes a UserError; the
-    messages name the option and the file."""
-    try:
-        yield
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from None
-
-
 def wrap_student(student: nn.Module, opt, device: torch.device) -> nn.Module:
     """DDP under torchrun, DataParallel on several visible GPUs (the paper's setup),
     then torch.compile when asked."""
@@ -100,8 +84,7 @@ def wrap_student(student: nn.Module, opt, device: torch.device) -> nn.Module:
 def image_teacher(opt, train_loader, settings: EpochSettings, device: torch.device):
     """The frozen ResNet-34; in demo/test mode an untrained one whose BatchNorm statistics
     are calibrated on real training frames so its features stay finite (SPEC §2)."""
-    with weight_file_errors():
-        network = load_image_teacher(opt.image_teacher_weights, allow_untrained=opt.allow_untrained_teacher)
+    network = load_image_teacher(opt.image_teacher_weights, allow_untrained=opt.allow_untrained_teacher)
     if opt.allow_untrained_teacher and train_loader is not None:
         sample = clip_to_device(next(iter(train_loader)), torch.device("cpu"))
         clip = normalize_clip(sample["clip"], settings.mean, settings.std)
@@ -136,8 +119,7 @@ def run(opt, device: torch.device) -> dict:
     settings = epoch_settings(opt, device, len(train_loader.dataset) if train_loader else 0)
     configure_backends(device)
 
-    with weight_file_errors():
-        student = build_student(opt.model, opt.model_depth, opt.n_classes, opt.pretrain_path).to(device)
+    student = build_student(opt.model, opt.model_depth, opt.n_classes, opt.pretrain_path).to(device)
     if settings.channels_last:
         student = student.to(memory_format=torch.channels_last_3d)
     network = image_teacher(opt, train_loader, settings, device) if opt.use_image else None
@@ -152,10 +134,7 @@ def run(opt, device: torch.device) -> dict:
     state = RunState(student, teachers, optimizers, make_scheduler(optimizers["student"], opt),
                      options=options, option_changes=option_changes)
     if checkpoint is not None:
-        try:
-            restore(state, checkpoint, Path(opt.resume_path), resume_training=not opt.no_train)
-        except ValueError as e:   # a checkpoint of another --model / --n_classes, or a bad head file
-            raise UserError(str(e)) from None
+        restore(state, checkpoint, Path(opt.resume_path), resume_training=not opt.no_train)
         log.info("resumed from %s (next epoch %d)", opt.resume_path, state.start_epoch)
         del checkpoint   # its tensors are copied into the run's modules: free them
     arch = f"{opt.model}-{opt.model_depth}"
