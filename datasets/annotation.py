@@ -14,7 +14,8 @@ import h5py
 
 from errors import MissingFileError, UserError
 
-SUBSETS = ("training", "validation", "testing")
+TRAINING, VALIDATION, TESTING = "training", "validation", "testing"
+SUBSETS = (TRAINING, VALIDATION, TESTING)
 logger = logging.getLogger(__name__)
 
 
@@ -91,6 +92,25 @@ def classes_without_audio_folder(annotation: Annotation, audio_path: str | Path)
     audio_path = Path(audio_path)
     missing = [label for label in annotation.labels if not (audio_path / label).is_dir()]
     return [] if len(missing) == len(annotation.labels) else missing
+
+
+def check_audio_classes(annotation: Annotation, audio_path: Path | None) -> None:
+    """With audio: the audio features exist, and every class of the annotation has its
+    folder when they are laid out by class. The original kept only the classes with a
+    folder but with the annotation's class ids (UCF101's, up to 100, under --n_classes 51)
+    and validated on every class; the paper's setting is the UCF51 annotation, built from
+    the audio folders, so a UCF101 annotation is a UserError that names it."""
+    if audio_path is None or not Path(audio_path).is_dir():
+        raise UserError(f"--use_audio needs --audio_path with the audio features; {audio_path} does not exist "
+                        "(unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
+    missing = classes_without_audio_folder(annotation, audio_path)
+    if missing:
+        n = len(annotation.labels)
+        raise UserError(f"--use_audio: {len(missing)} of the {n} classes of {annotation.path} have no folder under "
+                        f"--audio_path {audio_path} (first: {', '.join(missing[:3])}); the paper trains only the "
+                        f"classes with audio: build that annotation with util_scripts/ucf101_json.py --audio_path "
+                        f"{audio_path} (it writes ucf51_01.json for split 1) and pass it with "
+                        f"--n_classes {n - len(missing)}")
 
 
 def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,

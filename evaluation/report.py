@@ -21,7 +21,7 @@ from evaluation import plots
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
 from evaluation.retrieval import nearest_neighbours
 from evaluation.video_predictions import load_features
-from training.loop import TIMING_KEYS
+from training.logs import TIMING_KEYS
 
 N_RETRIEVAL_EXAMPLES = 5
 N_NEIGHBOURS = 5

@@ -1,7 +1,6 @@
 """The training-step benchmark runs, and its baseline computes what our step computes."""
 import copy
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from datasets.transforms import normalize_clip
 from models import build_student
 from models.image_teacher import ImageTeacher, calibrate_batchnorm
 from training.batch import Batch
+from training.config import OptimConfig
 from training.optim import make_optimizers
 from training.step import train_step
 from training.teachers import build_teachers, heads
@@ -85,7 +85,8 @@ def test_original_step_updates_parameters_like_train_step():
     ref_student = copy.deepcopy(student)
     ref_heads = {t.name: copy.deepcopy(t.head) for t in teachers}
     # A large lr makes a routing error visible in the parameters, not only in the gradients.
-    opt = SimpleNamespace(learning_rate=0.1, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False)
+    opt = OptimConfig(learning_rate=0.1, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False,
+                      milestones=(150, 225), loss_weight=0.5)
     before = {name: p.detach().clone() for name, p in student.named_parameters()}
 
     train_step(student, teachers, batch, list(make_optimizers(student, heads(teachers), opt).values()), 0.5)

@@ -8,6 +8,7 @@ from torch import nn
 from losses import JSDLoss, NCELoss
 from models.factory import build_student
 from training.batch import Batch
+from training.config import OptimConfig
 from training.objective import ccl_objective
 from training.optim import make_optimizers
 from training.step import train_step
@@ -28,8 +29,8 @@ class TinyImageNet(nn.Module):
         return self.net(x)
 
 
-class Options:
-    learning_rate, momentum, dampening, weight_decay, nesterov = 0.1, 0.9, 0.0, 5e-4, False
+OPTIM = OptimConfig(learning_rate=0.1, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False,
+                    milestones=(150, 225), loss_weight=0.5)
 
 
 def make_batch(seed: int, with_audio: list[int]) -> Batch:
@@ -102,8 +103,8 @@ def assert_step_equals_naive_routing(config, objective, steps=1):
     ref_teachers_by_name = {t.name: t for t in ref_teachers}
     initial_heads = [p.detach().clone() for t in teacher_list for p in t.head.parameters()]
 
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
-    ref_optimizers = make_optimizers(ref_student, heads(ref_teachers), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
+    ref_optimizers = make_optimizers(ref_student, heads(ref_teachers), OPTIM)
     for step in range(steps):
         step_batch = batch if step == 0 else make_batch(2, [0, 1, 1, 1, 0, 1, 1, 1])
         result = train_step(student, teacher_list, step_batch, list(optimizers.values()),
@@ -146,7 +147,7 @@ def test_plain_single_backward_differs_from_exact_routing():
 def test_batch_without_any_audio_trains_on_cross_entropy_only():
     batch = make_batch(3, [0] * 8)
     student, teacher_list = configure("a")
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
     result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
     assert result.finite
     for name in ("audio/contrast", "audio/divergence", "audio/head"):
@@ -158,7 +159,7 @@ def test_single_class_batch_is_finite():
     batch = make_batch(4, [1] * 8)
     batch.target = torch.zeros(8, dtype=torch.long)
     student, teacher_list = configure("ai")
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
     result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
     assert result.finite and torch.isfinite(result.loss)
 
@@ -168,7 +169,7 @@ def test_non_finite_loss_skips_every_step():
     batch.audio[0, 0] = float("nan")
     student, teacher_list = configure("a")
     before = [p.clone() for p in student.parameters()]
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
     result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
     assert not result.finite
     assert all(torch.equal(p, q) for p, q in zip(before, student.parameters()))
@@ -181,7 +182,7 @@ def test_skipped_step_leaves_batchnorm_statistics_as_they_were():
     batch.clip[0, 0, 0, 0, 0] = float("inf")
     student, teacher_list = configure("base")
     before = {name: b.clone() for name, b in student.named_buffers()}
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
     result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
     assert not result.finite
     for name, buffer in student.named_buffers():

@@ -90,34 +90,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def training_state(epoch: int, arch: str, student: nn.Module, heads: nn.ModuleDict,
-                   optimizers: dict[str, torch.optim.Optimizer], scheduler, best_acc: float,
-                   options: dict, option_changes: list[dict]) -> dict:
-    """The original's keys (`epoch`, `arch`, `state_dict`, `optimizer`, `scheduler`) plus
-    the heads, their optimizers, the best accuracy and the RNG state for an exact resume,
-    and the run's options (`training.run_options`: plain values) with the changes a resume
-    was allowed to make to them."""
-    return {
-        "epoch": epoch,
-        "arch": arch,
-        "state_dict": unwrap(student).state_dict(),
-        "optimizer": optimizers["student"].state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "heads": {name: head.state_dict() for name, head in heads.items()},
-        "head_optimizers": {name: optimizers[name].state_dict() for name in heads},
-        "best_acc": best_acc,
-        "rng": rng_state(),
-        "options": options,
-        "option_changes": option_changes,
-    }
-
-
-def save_training_state(result_path: Path, state: dict, name: str) -> None:
-    """`<name>.pth` plus, as in the original, `<name>_<teacher>.pth` for each head."""
-    atomic_save(state, result_path / f"{name}.pth")
-    for head_name, head_state in state["heads"].items():
-        atomic_save({"epoch": state["epoch"], "state_dict": head_state,
-                     "optimizer": state["head_optimizers"][head_name]},
+def save_checkpoint(checkpoint: dict, result_path: Path, name: str) -> None:
+    """`<name>.pth` plus, as in the original, `<name>_<teacher>.pth` for each head
+    (`training.state.checkpoint_of` gives the dict)."""
+    atomic_save(checkpoint, result_path / f"{name}.pth")
+    for head_name, head_state in checkpoint["heads"].items():
+        atomic_save({"epoch": checkpoint["epoch"], "state_dict": head_state,
+                     "optimizer": checkpoint["head_optimizers"][head_name]},
                     result_path / f"{name}_{head_name}.pth")
 
 
