@@ -95,7 +95,7 @@ def run_case(args: argparse.Namespace, result_path: Path) -> dict:
                       "--inference_batch_size", args.case.partition(":")[2] or "0",
                       *(["--no_cuda"] if args.device == "cpu" else [])])
     device = torch.device(args.device)
-    configure_backends(device, exact=False)
+    configure_backends(device)
     settings = epoch_settings(opt, device, 0)
     student = build_student(opt.model, opt.model_depth, n_classes).to(device)
     if settings.channels_last:
