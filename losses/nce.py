@@ -25,32 +25,47 @@ def multiclass_nce(x: Tensor, y: Tensor, labels: Tensor, temperature: float,
     computes x̂_i·ŷ_j as 1 − ½‖x̂_i − ŷ_j‖², the same value in real arithmetic.
     """
     with autocast_off(x):
-        x = F.normalize(at_least_fp32(x), dim=1)
-        y = F.normalize(at_least_fp32(y), dim=1)
-        logits = x @ y.t() / temperature
-        same = labels[:, None] == labels[None, :]
-        if weight is None:
-            member = torch.ones_like(labels, dtype=x.dtype)
-        else:
-            member = (weight > 0).to(x.dtype)
-        pair = member[:, None] * member[None, :]
-        # Non-members get a large negative logit, not -inf, so a row of a non-member never
-        # turns into NaN; those rows are dropped by `member` below anyway.
-        logits = logits.masked_fill(pair == 0, -1e4)
-        p = logits.softmax(dim=1)
-        pos = same.to(x.dtype) * pair
-        neg = (~same).to(x.dtype) * pair
-        pos_term = -(pos * torch.log(p + EPS)).sum(1) / pos.sum(1).clamp(min=1)
-        neg_term = -(neg * torch.log(1 - p + EPS)).sum(1) / neg.sum(1).clamp(min=1)
-        per_sample = (pos_term + neg_term) * member
-        return per_sample.sum() / member.sum().clamp(min=1)
+        similarity = _similarity(x, y, temperature)
+        return _nce_over_rows(similarity, labels, weight, similarity.dtype)
 
 
 def symmetric_nce(x: Tensor, y: Tensor, labels: Tensor, temperature: float,
                   weight: Tensor | None = None) -> Tensor:
-    """C(x, y) = NCE(x, y) + NCE(y, x) of SPEC §3; shapes as `multiclass_nce`."""
-    return (multiclass_nce(x, y, labels, temperature, weight)
-            + multiclass_nce(y, x, labels, temperature, weight))
+    """C(x, y) = NCE(x, y) + NCE(y, x) of SPEC §3; shapes as `multiclass_nce`.
+
+    NCE(y, x)'s similarities are NCE(x, y)'s transposed, so both directions share one
+    normalization and one matrix product and run as one (2, B, B) stack: a third of the
+    kernels of two separate calls, which is what bounds a small batch's step on a GPU."""
+    with autocast_off(x):
+        similarity = _similarity(x, y, temperature)
+        both = torch.stack([similarity, similarity.t()])
+        return _nce_over_rows(both, labels, weight, similarity.dtype)
+
+
+def _similarity(x: Tensor, y: Tensor, temperature: float) -> Tensor:
+    """x̂ ŷᵀ / τ: (B, D), (B, D) → (B, B), in fp32 (fp64 for fp64 inputs)."""
+    x = F.normalize(at_least_fp32(x), dim=1)
+    y = F.normalize(at_least_fp32(y), dim=1)
+    return x @ y.t() / temperature
+
+
+def _nce_over_rows(logits: Tensor, labels: Tensor, weight: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """Σ over the leading dimensions of the masked mean of ℓ_i (see `multiclass_nce`).
+
+    logits: (..., B, B), row i of each matrix the similarities of sample i to every j.
+    labels: (B,); weight: optional (B,) 0/1 mask. Returns a scalar.
+    """
+    same = labels[:, None] == labels[None, :]
+    member = torch.ones_like(labels, dtype=dtype) if weight is None else (weight > 0).to(dtype)
+    pair = member[:, None] * member[None, :]
+    # Non-members get a large negative logit, not -inf, so a row of a non-member never
+    # turns into NaN; those rows are dropped by `member` below anyway.
+    p = logits.masked_fill(pair == 0, -1e4).softmax(dim=-1)
+    pos = same.to(dtype) * pair
+    neg = (~same).to(dtype) * pair
+    pos_term = -(pos * torch.log(p + EPS)).sum(-1) / pos.sum(1).clamp(min=1)
+    neg_term = -(neg * torch.log(1 - p + EPS)).sum(-1) / neg.sum(1).clamp(min=1)
+    return ((pos_term + neg_term) * member).sum() / member.sum().clamp(min=1)
 
 
 class NCELoss(nn.Module):
