@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's GPU check, one command: the CUDA tests, then the training-step benchmark
 # cells in priority order (the lower ones only while the end-to-end runs keep their
-# reserve), then the end-to-end training and JPEG decode benchmarks.
+# reserve), then the end-to-end training and JPEG decode benchmarks, then profiles of the
+# batch-16 step.
 #
 #   bash benchmarks/gpu_check.sh [RESULTS_DIR]
 #
@@ -90,8 +91,8 @@ cells() {   # cells CONFIG BATCH MODE...
 }
 cells ai 16 original exact default compile
 cells base 16 original exact default compile
-cells ai 64 original exact default compile
 RESERVE=$E2E_RESERVE_S      # the cells below only run while the end-to-end runs keep their time
+cells ai 64 original exact default compile
 cells base 64 original exact default compile
 for config in a i; do
     for batch in 16 64; do
@@ -116,4 +117,12 @@ else
     echo "skipped (time budget): end to end" | tee -a "$LOG"
 fi
 run_json 40 "decode" "$PYTHON" benchmarks/bench_decode.py --device $DEVICE
+
+# 4. Where the batch-16 step's time goes (host launches against device work), with what
+# is left.
+PROFILE="$PYTHON benchmarks/profile_step.py --device $DEVICE --config ai --batch_size 16"
+run_json 60 "profile ai b16 default" $PROFILE
+run_json 60 "profile base b16 default" $PROFILE --config base
+run_json 120 "profile ai b16 compile" $PROFILE --compile --warmup 8
+run_json 150 "profile ai b16 compile reduce-overhead" $PROFILE --compile --compile_mode reduce-overhead --warmup 8
 echo "gpu_check done in $((SECONDS - START)) s" | tee -a "$LOG"
