@@ -124,7 +124,8 @@ def values_metrics(query, query_labels, gallery, gallery_labels, block_size, dty
     for start in range(0, len(query), block_size):
         similarity = _similarity(_unit(query[start:start + block_size], dtype), gallery_unit)
         ascending = np.sort(similarity, axis=1)
-        for row, (values, label) in enumerate(zip(ascending, query_labels[start:start + block_size])):
+        labels = query_labels[start:start + block_size]
+        for row, (values, label) in enumerate(zip(ascending, labels)):
             relevant = similarity[row, members.get(label, empty)]
             ranks = np.sort(len(gallery) - np.searchsorted(values, relevant, side="right") + 1)
             if len(ranks):
@@ -164,7 +165,7 @@ def run_one(args: argparse.Namespace) -> dict:
               "peak_rss_gb": round(peak, 3), "rss_growth_gb": round(peak - before, 3)}
     if args.device == "cuda":
         record["cuda_peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
-    record.update({k: round(v, 6) for k, v in metrics.items() if k in (*(f"R@{k}" for k in KS), "mAP")})
+    record.update({name: round(value, 6) for name, value in metrics.items()})
     return record
 
 

@@ -118,7 +118,8 @@ def rss_gb() -> float:
 
 def run_case(args: argparse.Namespace) -> dict:
     folder = data_folder(args)
-    annotation, video_path, audio_path = folder / "annotation.json", folder / "hdf5", folder / "audio"
+    annotation = folder / "annotation.json"
+    video_path, audio_path = folder / "hdf5", folder / "audio"
     if args.case == "ours_first":
         shutil.rmtree(audio_path / ".ccl_cache", ignore_errors=True)
     sys.path.insert(0, str(args.code))

@@ -1,11 +1,10 @@
 """The video dataset: training clips, validation clips (several per video), inference windows."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
 import hashlib
 import os
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -57,10 +56,10 @@ class VideoDataset(Dataset):
     item's `bad` list says what was replaced and why.
 
     Attributes: `labels` class names; per video `video_ids`, `video_labels` (-1 unlabeled),
-    `hdf5_files`, `audio_files` (file names as str; None: no audio), `segments`; `audio` their features
-    (`AudioBank`) and `audio_dim` their D (512 for the paper's; also when no video has
-    audio); `n_videos`; `n_no_audio` videos without an audio feature; `item_video_index`
-    (len(self),) the video of each item.
+    `hdf5_files`, `audio_files` (file names as str; None: no audio), `segments`; `audio`
+    their features (`AudioBank`) and `audio_dim` their D (512 for the paper's; also when no
+    video has audio); `n_videos`; `n_no_audio` videos without an audio feature;
+    `item_video_index` (len(self),) the video of each item.
     """
 
     def __init__(self, video_path: str | Path, annotation_path: str | Path, subset: str,

@@ -55,8 +55,11 @@ def run_demo(opt, train_and_evaluate: Callable[[Config, torch.device], dict],
     build_data(root) -> paths: the dataset builder (tests pass a smaller one).
     Results go to `<result_path>/demo/<config>_seed<k>/` (a full result directory each,
     with report.md for the last seed; the checkpoints are deleted, the demo evaluates the
-    final in-memory student) and a summary to `<result_path>/demo/summary.json`.
+    final in-memory student), a summary to `<result_path>/demo/summary.json` and the
+    comparison of every run to `<result_path>/demo/report.md` (evaluation.compare).
     """
+    from evaluation.compare import write_comparison
+
     start = time.time()
     root = Path(opt.result_path) / "demo"
     paths = build_data(root / "data")
@@ -64,6 +67,7 @@ def run_demo(opt, train_and_evaluate: Callable[[Config, torch.device], dict],
     print(f"demo data ready in {data_seconds:.0f} s: {root / 'data'}", flush=True)
     logging.basicConfig(level=logging.WARNING, force=True)
     rows: dict[str, list[dict]] = {config: [] for config in configs}
+    folders: dict[str, list[Path]] = {config: [] for config in configs}
     for seed in range(1, opt.demo_seeds + 1):
         for config in configs:
             result_path = root / f"{config}_seed{seed}"
@@ -78,6 +82,7 @@ def run_demo(opt, train_and_evaluate: Callable[[Config, torch.device], dict],
             row = {"top1": 100 * results["top1"], "R@1": results["retrieval"]["R@1"],
                    "seconds": time.time() - run_start}
             rows[config].append(row)
+            folders[config].append(result_path)
             print(f"  {config:9s} seed {seed}: top-1 {row['top1']:5.1f}  R@1 {row['R@1']:5.1f}  "
                   f"({row['seconds']:.0f} s, {time.time() - start:.0f} s in all)", flush=True)
     summary = {"epochs": opt.demo_epochs, "seeds": opt.demo_seeds, "data_seconds": data_seconds,
@@ -85,8 +90,9 @@ def run_demo(opt, train_and_evaluate: Callable[[Config, torch.device], dict],
                "mean": {config: {m: statistics.mean(r[m] for r in runs) for m in METRICS}
                         for config, runs in rows.items()}}
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    comparison = write_comparison([folder for runs in folders.values() for folder in runs], root)
     print(format_table(rows))
-    print(f"total {summary['total_seconds']:.0f} s; results and reports: {root}")
+    print(f"total {summary['total_seconds']:.0f} s; results and reports: {root}; comparison: {comparison}")
     return 0
 
 

@@ -1,6 +1,7 @@
 """`report.md` and its figures for a result directory (DESIGN.md result directory).
 
     python -m evaluation.report --result_path DIR --annotation_path JSON [--subset validation]
+    python -m evaluation.report --compare DIR [DIR ...] [--out OUT_DIR]   (evaluation.compare)
 
 Each section is written only when its inputs are in DIR:
 training curves (`train.log`, `val.log`), video classification (`val.json` + the
@@ -19,6 +20,8 @@ import pandas as pd
 
 from evaluation import plots
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
+from evaluation.compare import write_comparison
+from evaluation.markdown import table
 from evaluation.retrieval import nearest_neighbours
 from evaluation.video_predictions import load_features
 from training.logs import TIMING_KEYS
@@ -28,15 +31,6 @@ N_NEIGHBOURS = 5
 N_LISTED_CLASSES = 5
 
 Summary = list[tuple[str, str]]
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    def cell(value: object) -> str:
-        return str(value).replace("|", "\\|")
-    return ["| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-            *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows),
-            ""]
 
 
 def _class_name(class_names: Sequence[str], index: int) -> str:
@@ -64,6 +58,10 @@ NOT_LOSSES = ("epoch", "lr", "skipped_steps", "bad_samples", "samples_without_au
 def _curves_section(result_path: Path, summary: Summary) -> list[str]:
     logs = {name: log for name in ("train", "val")
             if (log := _read_log(result_path / f"{name}.log")) is not None}
+    if "val" in logs and "ce" not in logs["val"]:
+        # val.log's `loss` is the clip cross-entropy alone (training.engine.validate); train.log's
+        # is the whole objective, whose cross-entropy term is `ce`.
+        logs["val"] = logs["val"].rename(columns={"loss": "ce"})
     if not logs:
         return []
     numeric = list(dict.fromkeys(c for log in logs.values() for c in log.columns
@@ -84,10 +82,28 @@ def _curves_section(result_path: Path, summary: Summary) -> list[str]:
         summary.append(("best validation clip accuracy (val.log)",
                         f"{val['acc'][best]:.4g} (epoch {epoch})"))
     lines += ["Last epoch:", ""]
-    lines += _table(["log", *numeric],
-                    [[name, *(f"{log[c].iloc[-1]:.4g}" if c in log else "" for c in numeric)]
-                     for name, log in logs.items()])
+    lines += table(["log", *numeric],
+                   [[name, *(f"{log[c].iloc[-1]:.4g}" if c in log else "" for c in numeric)]
+                    for name, log in logs.items()])
     return lines
+
+
+def weakest_classes_lines(names: Sequence[str], n_correct: np.ndarray,
+                          n_videos: np.ndarray) -> list[str]:
+    """Table of the N_LISTED_CLASSES classes of lowest top-1 among those below 100 %, lowest
+    first (ties in class order).
+
+    names: (C,) class names; n_correct: (C,) videos whose top-1 is right; n_videos: (C,) videos
+    scored, each > 0.
+    """
+    per_class = 100 * n_correct / n_videos
+    below = np.flatnonzero(n_correct < n_videos)
+    if not len(below):
+        return ["Every class is at 100 % top-1.", ""]
+    order = below[np.argsort(per_class[below], kind="stable")][:N_LISTED_CLASSES]
+    return ["Weakest classes (below 100 % top-1):", "",
+            *table(["class", "top-1 %", "videos"],
+                   [[names[i], f"{per_class[i]:.1f}", n_videos[i]] for i in order])]
 
 
 def _classification_section(result_path: Path, class_names: Sequence[str],
@@ -126,7 +142,7 @@ def _classification_section(result_path: Path, class_names: Sequence[str],
     lines = ["## Video classification", "",
              "Softmax averaged over each video's windows (SPEC §4); ground-truth videos "
              "missing from val.json are ignored (`--ignore`).", ""]
-    lines += _table(["measure", "value"], [
+    lines += table(["measure", "value"], [
         ["top-1 accuracy", f"{100 * top1.accuracy:.2f} %"],
         ["top-5 accuracy", f"{100 * top5.accuracy:.2f} %"],
         ["videos scored", f"{len(present)} of {len(ground_truth)}"],
@@ -136,11 +152,7 @@ def _classification_section(result_path: Path, class_names: Sequence[str],
                   "list; they count as wrong and are left out of the confusion matrix.", ""]
     plots.plot_per_class_accuracy(names, per_class, result_path / "per_class_accuracy.png")
     plots.plot_confusion_matrix(confusion, list(class_names), result_path / "confusion_matrix.png")
-    order = np.argsort(per_class, kind="stable")
-    lines += ["Weakest classes:", ""]
-    lines += _table(["class", "top-1 %", "videos"],
-                    [[names[i], f"{per_class[i]:.1f}", per_class_total[has_videos][i]]
-                     for i in order[:N_LISTED_CLASSES]])
+    lines += weakest_classes_lines(names, np.diag(confusion)[has_videos], per_class_total[has_videos])
     lines += ["![per-class top-1 accuracy](per_class_accuracy.png)", ""]
     off_diagonal = confusion * (1 - np.eye(n, dtype=np.int64))
     pairs = [divmod(int(flat), n) for flat in np.argsort(-off_diagonal, axis=None, kind="stable")
@@ -148,8 +160,8 @@ def _classification_section(result_path: Path, class_names: Sequence[str],
     pairs = [(t, p) for t, p in pairs if off_diagonal[t, p] > 0]
     if pairs:
         lines += ["Most frequent confusions:", ""]
-        lines += _table(["true", "predicted", "videos"],
-                        [[class_names[t], class_names[p], off_diagonal[t, p]] for t, p in pairs])
+        lines += table(["true", "predicted", "videos"],
+                       [[class_names[t], class_names[p], off_diagonal[t, p]] for t, p in pairs])
     lines += ["![confusion matrix (rows: true class)](confusion_matrix.png)", ""]
     return lines
 
@@ -182,7 +194,7 @@ def _retrieval_section(result_path: Path, class_names: Sequence[str],
                 summary.append((f"retrieval {name}", f"{metrics[name]:.2f} %"))
         lines += [f"Queries: {metrics.get('n_query', '?')} videos, gallery: "
                   f"{metrics.get('n_gallery', '?')} videos, cosine similarity (SPEC §5).", ""]
-        lines += _table(["metric", "%"], [[name, f"{value:.2f}"] for name, value in percentages])
+        lines += table(["metric", "%"], [[name, f"{value:.2f}"] for name, value in percentages])
     query_path = result_path / "features_validation.npz"
     gallery_path = result_path / "features_training.npz"
     if query_path.is_file() and gallery_path.is_file():
@@ -212,7 +224,7 @@ def _options_section(result_path: Path) -> list[str]:
     options = json.loads(path.read_text())
     rows = [[f"`{name}`", value if isinstance(value, str) else json.dumps(value)]
             for name, value in options.items()]
-    return ["## Options", "", *_table(["option", "value"], rows)]
+    return ["## Options", "", *table(["option", "value"], rows)]
 
 
 def write_report(result_path: Path | str, class_names: list[str],
@@ -235,7 +247,7 @@ def write_report(result_path: Path | str, class_names: list[str],
                 _options_section(result_path)]
     lines = [f"# Report: {result_path.resolve().name}", ""]
     if summary:
-        lines += ["## Summary", "", *_table(["measure", "value"], summary)]
+        lines += ["## Summary", "", *table(["measure", "value"], summary)]
     for section in sections:
         lines += section
     if len(lines) == 2:
@@ -247,20 +259,34 @@ def write_report(result_path: Path | str, class_names: list[str],
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description="Write report.md for a result directory.")
-    parser.add_argument("--result_path", type=Path, required=True)
+    parser = argparse.ArgumentParser(
+        description="Write report.md for a result directory, or one comparing several (--compare).")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--result_path", type=Path, help="the result directory to report on")
+    target.add_argument("--compare", type=Path, nargs="+", metavar="DIR",
+                        help="result directories to compare: report.md and comparison.png of "
+                             "top-1, R@k, mAP and the options that differ, in --out")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="with --compare: where its report.md goes (default: the "
+                             "directories' common parent)")
     parser.add_argument("--annotation_path", type=Path, default=None,
-                        help="annotation JSON: class names and ground truth "
-                             "(without it there is no classification section)")
+                        help="annotation JSON: class names and ground truth (without it there is "
+                             "no classification section; with --compare, default: each run's "
+                             "opts.json's)")
     parser.add_argument("--subset", type=str, default="validation",
                         help="subset of the annotation that val.json was made for")
     args = parser.parse_args(argv)
+    if args.out is not None and args.compare is None:
+        parser.error("--out goes with --compare")
     try:
-        class_names: list[str] = []
-        ground_truth = None
-        if args.annotation_path is not None:
-            ground_truth, class_names = load_ground_truth(args.annotation_path, args.subset)
-        report = write_report(args.result_path, class_names, ground_truth)
+        if args.compare is not None:
+            report = write_comparison(args.compare, args.out, args.annotation_path, args.subset)
+        else:
+            class_names: list[str] = []
+            ground_truth = None
+            if args.annotation_path is not None:
+                ground_truth, class_names = load_ground_truth(args.annotation_path, args.subset)
+            report = write_report(args.result_path, class_names, ground_truth)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(report)

@@ -104,3 +104,20 @@ def test_original_step_updates_parameters_like_train_step():
         update, ref_update = ours[name] - start, ref[name] - start
         assert ref_update.norm() > 0, name
         assert (update - ref_update).norm() <= 1e-3 * ref_update.norm(), name
+
+
+def test_the_step_profile_counts_top_level_operators(capsys):
+    """profile_step.py on a CPU cell prints its JSON line, and counts an operator called
+    inside another (linear → addmm) once."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks import profile_step
+    x, w = torch.randn(3, 4), torch.randn(5, 4)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch.relu(torch.nn.functional.linear(torch.add(x, 1), w))
+    assert sorted(e.name for e in prof.events() if profile_step.is_top_level_op(e)) == \
+        ["aten::add", "aten::linear", "aten::relu"]
+    assert profile_step.main([*TINY, "--config", "base", "--steps", "2"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["profile"] == "train_step" and record["kernels"] == 0 and record["kernel_ms"] == 0
+    assert record["host_ops"] > 100 and record["wall_ms"] > 0

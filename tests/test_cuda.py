@@ -1,16 +1,19 @@
 """The CUDA path, each part against an oracle (skipped without a GPU: `pytest -m cuda`).
 
-Tolerances. The oracle of a step is the same step in float64 on the GPU. How far a mode
-lands from it is measured against how far a *wrong* routing lands (one backward of
-L_v + Σ L_m without the detach, SPEC §3: about 65% of the update's norm away): a mode
-passes when its update error is under a quarter of that, and its loss within 2% (bf16:
-8 significant bits, u = 2^-8 ≈ 0.4% per rounding, fp32 accumulation, losses in fp32).
-The bound is deliberately relative: on an untrained R(2+1)D with batch 8, BatchNorm's
-backward cancels most of each gradient, so rounding of any kind moves the update by much
-more than u; a routing error moves it by far more still. fp32 comparisons of two
-implementations of the same arithmetic (single vs naive backward, DataParallel vs plain)
-run with TF32 off and allow 1% of the update's norm. Every measured error is printed on a
-`MEASURED` line (benchmarks/gpu_check.sh keeps them).
+Tolerances. The oracle of a step is the same step in float64 on the GPU. On an untrained
+R(2+1)D with batch 8, BatchNorm's backward cancels most of each gradient, so rounding of
+any kind moves the student's update by much more than the unit roundoff (measured on an
+H100: 12% of the update's norm with TF32 convolutions, 50% in bf16 autocast; bf16 has 8
+significant bits, u = 2^-8 ≈ 0.4%). A wrong routing (one backward of L_v + Σ L_m without
+the detach, SPEC §3) moves it by about 68%, so a bound on the error alone cannot tell the
+two apart. The routing is tested along its own direction instead: how far a mode's update
+moved from the oracle's toward the wrong routing's, as a fraction of the way (0: right
+routing, 1: wrong; rounding noise is nearly orthogonal to that direction); a mode passes
+under a quarter of the way, with its loss within 2% (losses are fp32) and each update
+within a bound above its measured rounding. fp32 comparisons of two implementations of
+the same arithmetic (single vs naive backward, DataParallel vs plain) run with TF32 off
+and allow 1% of the update's norm. Every measured error is printed on a `MEASURED` line
+(benchmarks/gpu_check.sh keeps them).
 """
 import copy
 import json
@@ -49,7 +52,8 @@ DURATION, SIZE = 8, 64
 MEAN, STD = [0.4345, 0.4051, 0.3775], [0.2768, 0.2713, 0.2737]
 LOSS_WEIGHT = 0.5
 LOSS_RTOL = 0.02
-ROUTING_MARGIN = 0.25     # a mode's update error / the wrong routing's
+ROUTING_MARGIN = 0.25     # the fraction of the way toward the wrong routing's update
+UPDATE_RTOL = {"student.": 0.75, "audio.": 0.1, "image.": 0.1}   # a mode's update vs float64
 FP32_RTOL = 1e-2
 GROUPS = ("student.", "audio.", "image.")
 
@@ -171,6 +175,13 @@ def relative(a: Tensor, b: Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
+def toward_wrong_routing(update: Tensor, oracle: Tensor, wrong: Tensor) -> float:
+    """How far `update` moved from `oracle` toward `wrong`, as a fraction of the way:
+    <u - o, w - o> / |w - o|^2 (0: the oracle's routing, 1: the wrong routing's)."""
+    direction = wrong - oracle
+    return float(torch.dot(update - oracle, direction) / torch.dot(direction, direction))
+
+
 def measured(test: str, **values) -> None:
     print("MEASURED", json.dumps({"test": test, **values}), flush=True)
 
@@ -239,8 +250,9 @@ def test_exact_step_on_cuda_equals_the_naive_routing():
 
 def test_default_and_exact_modes_keep_the_routing():
     """bf16 autocast + channels_last_3d + fused SGD, and --exact (TF32 convolutions), each
-    against the float64 step from the same weights and batch: losses close, every module
-    group's update far closer to the oracle than a wrong routing's, heads moving."""
+    against the float64 step from the same weights and batch: losses close, each module
+    group's update close and far nearer the oracle's routing than the wrong one's, heads
+    moving."""
     models = initial_models()
     sample = batches(1)[0]
     loss_64, before, oracle = one_step(models, "float64", sample)
@@ -249,27 +261,37 @@ def test_default_and_exact_modes_keep_the_routing():
     assert wrong_error > 0.1, wrong_error      # the oracle can tell the routings apart
     for mode in ("exact", "default"):
         loss, _, after = one_step(models, mode, sample)
-        errors = {prefix: relative(updates(before, after, prefix), updates(before, oracle, prefix))
-                  for prefix in GROUPS}
+        errors, shifts = {}, {}
+        for prefix in GROUPS:
+            got, want, bad = (updates(before, params, prefix) for params in (after, oracle, wrong))
+            errors[prefix] = relative(got, want)
+            if relative(bad, want) > 0.01:     # groups the wrong routing moves differently
+                shifts[prefix] = toward_wrong_routing(got, want, bad)
         measured("mode_vs_float64", mode=mode, loss=loss, loss_float64=loss_64, wrong_routing=wrong_error,
-                 **errors)
+                 **errors, toward_wrong_routing=shifts)
         assert abs(loss - loss_64) <= LOSS_RTOL * abs(loss_64), (mode, loss, loss_64)
+        assert "student." in shifts
+        for prefix, shift in shifts.items():
+            assert abs(shift) < ROUTING_MARGIN, (mode, prefix, shift)
         for prefix, error in errors.items():
-            assert error < ROUTING_MARGIN * wrong_error, (mode, prefix, error, wrong_error)
+            assert error < UPDATE_RTOL[prefix], (mode, prefix, error)
             assert all(not torch.equal(before[n], after[n]) for n in before if n.startswith(prefix)), prefix
 
 
 def test_compiled_step_matches_eager_without_recompiling():
     """--compile (student, image teacher, objective) against eager, both in the default mode,
     over 3 steps whose audio masks differ (some, all, no samples with audio): the losses
-    and the updates close, and nothing is recompiled after the first step. At the
-    benchmark's CCL (AI) batch-16 shapes, so benchmarks/gpu_check.sh's compile cell finds
-    these graphs in inductor's cache."""
+    close, nothing recompiled after the first step, and the updates as close as bf16
+    allows: two bf16 computations of the same steps differ by about √2 times what either
+    differs from fp32, so the bound is twice the eager bf16 run's distance to the eager
+    --exact run (plus 1% of the update's norm). At the benchmark's CCL (AI) batch-16
+    shapes, so benchmarks/gpu_check.sh's compile cell finds these graphs in inductor's
+    cache."""
     import torch._dynamo
     models = initial_models(n_classes=51)
     samples = batches(3, batch=16, duration=16, size=112)
     torch._dynamo.reset()
-    eager, compiled = setup(models, "default"), setup(models, "default", compile=True)
+    eager, compiled, exact = setup(models, "default"), setup(models, "default", compile=True), setup(models, "exact")
     before = eager.parameters()
     for k, sample in enumerate(samples):
         torch._dynamo.config.error_on_recompile = k > 0
@@ -278,13 +300,15 @@ def test_compiled_step_matches_eager_without_recompiling():
         finally:
             torch._dynamo.config.error_on_recompile = False
         want = eager.step(sample, k)
+        assert exact.step(sample, k).finite
         assert got.finite and want.finite, k
         assert abs(float(got.loss) - float(want.loss)) <= LOSS_RTOL * abs(float(want.loss)), k
-    got, want = compiled.parameters(), eager.parameters()
+    got, want, fp32 = compiled.parameters(), eager.parameters(), exact.parameters()
     errors = {prefix: relative(updates(before, got, prefix), updates(before, want, prefix)) for prefix in GROUPS}
-    measured("compile_vs_eager_3_steps", **errors)
+    rounding = {prefix: relative(updates(before, want, prefix), updates(before, fp32, prefix)) for prefix in GROUPS}
+    measured("compile_vs_eager_3_steps", **errors, eager_bf16_vs_fp32=rounding)
     for prefix, error in errors.items():
-        assert error < 0.1, (prefix, error)
+        assert error < 2 * rounding[prefix] + 0.01, (prefix, error, rounding[prefix])
 
 
 def test_non_finite_step_changes_nothing_on_cuda():
@@ -331,8 +355,9 @@ def test_data_parallel_on_one_gpu_equals_the_plain_step():
 
 
 def test_image_teacher_under_autocast_matches_fp32():
-    """The frozen ResNet-34 in bf16 autocast: finite features, each within 5% (relative
-    norm) of the fp32 features and pointing the same way (cosine > 0.99)."""
+    """The frozen ResNet-34 in bf16 autocast: finite features, each within 10% (relative
+    norm; 36 layers of 8-bit rounding, measured 7% on an H100) of the fp32 features and
+    pointing the same way (cosine > 0.99)."""
     network = initial_models("i").network.to(CUDA)
     frames = torch.randn(16, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5)).to(CUDA)
     fp32_without_tf32()
@@ -343,7 +368,7 @@ def test_image_teacher_under_autocast_matches_fp32():
     cosine = float(F.cosine_similarity(got, want, dim=1).min())
     measured("image_teacher_bf16", max_relative_error=error, min_cosine=cosine)
     assert torch.isfinite(got).all()
-    assert error < 0.05 and cosine > 0.99
+    assert error < 0.1 and cosine > 0.99
 
 
 # ---------------------------------------------------------------- main.py on CUDA

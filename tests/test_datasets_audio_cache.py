@@ -184,7 +184,8 @@ def test_features_of_any_dimension(tmp_path, shapes):
     files = write_features(tmp_path, shapes, dim=d)
     expected = rows_by_np_load(files)
     for bank in (AudioBank(files), cached_audio_bank(files, tmp_path, "train")):
-        assert bank.dim == d and bank.rows.shape == (sum(len(e) for e in expected if e is not None), d)
+        n_rows = sum(len(e) for e in expected if e is not None)
+        assert bank.dim == d and bank.rows.shape == (n_rows, d)
         assert_same_rows(bank, expected)
         for video in range(len(files)):
             feature, weight = bank.feature(video)
@@ -215,8 +216,8 @@ def test_an_unwritable_audio_folder_falls_back_and_says_so(tmp_path, caplog):
     audio = tmp_path / "audio"
     files = write_features(audio, SHAPES)
     (audio / CACHE_FOLDER).write_text("")   # the cache folder cannot be made there
-    with pytest.raises(ValueError, match=rf"audio feature cache: cannot write {audio / CACHE_FOLDER} "
-                                         r"\(.*\); make .* writable or give a writable fallback"):
+    unwritable = rf"audio feature cache: cannot write {audio / CACHE_FOLDER} \(.*\); make .* writable"
+    with pytest.raises(ValueError, match=unwritable + " or give a writable fallback"):
         cached_audio_bank(files, audio, "train")
     fallback = tmp_path / "result" / CACHE_FOLDER
     with caplog.at_level(logging.WARNING, logger="datasets.audio_cache"):
@@ -226,7 +227,8 @@ def test_an_unwritable_audio_folder_falls_back_and_says_so(tmp_path, caplog):
     assert (fallback / "train.index.npz").is_file()
 
 
-def test_a_valid_cache_is_read_without_the_lock_as_in_a_read_only_folder(tmp_path, count_reads, monkeypatch):
+def test_a_valid_cache_is_read_without_the_lock_as_in_a_read_only_folder(tmp_path, count_reads,
+                                                                          monkeypatch):
     files = write_features(tmp_path, SHAPES)
     cached_audio_bank(files, tmp_path, "train")
 

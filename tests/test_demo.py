@@ -132,5 +132,12 @@ def test_demo_runs_end_to_end_at_a_tiny_scale(tmp_path, capsys):
             assert not list(result.glob("*.pth"))
         options = json.loads((root / f"{config}_seed1" / "opts.json").read_text())
         assert options["use_audio"] == (config == "ccl_ai")
+    # The comparison of every run, with the numbers the demo printed.
+    comparison = (root / "report.md").read_text()
+    assert (root / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for config, label in (("baseline", "baseline"), ("ccl_ai", "CCL (AI)")):
+        for seed, run in enumerate(summary["runs"][config], start=1):
+            assert f"| `{config}_seed{seed}` | {label} | {run['top1']:.2f} | {run['R@1']:.2f} |" in comparison
     out = capsys.readouterr().out
     assert "| baseline |" in out and "| ccl_ai |" in out
+    assert str(root / "report.md") in out

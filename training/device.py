@@ -17,6 +17,9 @@ def select_device(run: RunConfig) -> torch.device:
     return torch.device("cuda" if use_cuda else "cpu")
 
 
+_SHORT_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def uses_data_parallel(device: torch.device) -> bool:
     """One process on several visible GPUs: the student runs under DataParallel (the
     paper's setup for the CCL configurations)."""
@@ -36,7 +39,7 @@ def describe_device(device: torch.device, no_cuda: bool, exact: bool) -> str:
         count = torch.cuda.device_count()
         parts.append(f"{count} GPU{'s' if count > 1 else ''}" + (", DataParallel" if uses_data_parallel(device) else ""))
     mode = speed_mode(device, exact)
-    parts.append(f"{str(mode.autocast_dtype).removeprefix('torch.')} autocast" if mode.autocast_dtype else "fp32")
+    parts.append(f"{_SHORT_DTYPE_NAMES[mode.autocast_dtype]} autocast" if mode.autocast_dtype else "fp32")
     return ", ".join(parts)
 
 
