@@ -21,7 +21,7 @@ from training.device import describe_device, select_device
 from training.distributed import is_main_process, shutdown
 from training.engine import Engine
 from training.result_folder import hold_result_folder, interruption_summary
-from training.step import speed_mode
+from training.precision import speed_mode
 
 log = logging.getLogger("ccl")
 

@@ -43,7 +43,7 @@ from evaluation.pipeline import inference_batch_size, predict_subset  # noqa: E4
 from models import build_student  # noqa: E402
 from opts import parse_opts, resolve  # noqa: E402
 from training.batch import model_input  # noqa: E402
-from training.step import SpeedMode, configure_backends, speed_mode  # noqa: E402
+from training.precision import SpeedMode, configure_backends, speed_mode  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

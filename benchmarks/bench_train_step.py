@@ -38,7 +38,8 @@ from opts import optim_config, parse_opts  # noqa: E402
 from training.batch import to_device_batch  # noqa: E402
 from training.objective import ccl_objective  # noqa: E402
 from training.optim import make_optimizers  # noqa: E402
-from training.step import configure_backends, speed_mode, train_step  # noqa: E402
+from training.precision import configure_backends, speed_mode  # noqa: E402
+from training.step import train_step  # noqa: E402
 from training.teachers import build_teachers, heads  # noqa: E402
 
 CONFIGS = {"base": (False, False), "a": (True, False), "i": (False, True), "ai": (True, True)}

@@ -16,7 +16,7 @@ from evaluation.retrieval import retrieval_metrics
 from evaluation.video_predictions import VideoPredictions, predict_videos, save_features, write_val_json
 from training.batch import model_input
 from training.distributed import is_distributed, is_main_process
-from training.step import SpeedMode
+from training.precision import SpeedMode
 
 log = logging.getLogger("ccl")
 

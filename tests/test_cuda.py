@@ -39,7 +39,8 @@ from training.batch import to_device_batch
 from training.config import OptimConfig
 from training.objective import DIVERGENCE_WEIGHT, ccl_objective
 from training.optim import make_optimizers
-from training.step import configure_backends, speed_mode, train_step
+from training.precision import configure_backends, speed_mode
+from training.step import train_step
 from training.teachers import build_teachers, heads
 
 pytestmark = pytest.mark.cuda

@@ -36,7 +36,8 @@ from training.distributed import broadcast_from_main, gather_with_grad
 from training.engine import validate
 from training.objective import TeacherInputs, ccl_objective
 from training.optim import make_optimizers
-from training.step import SpeedMode, train_step
+from training.precision import SpeedMode
+from training.step import train_step
 from training.teachers import heads
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),

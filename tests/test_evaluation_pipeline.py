@@ -9,7 +9,7 @@ from datasets.config import DataConfig
 from datasets.synthetic import write_synthetic_dataset
 from evaluation.config import EvalConfig
 from evaluation.pipeline import CPU_INFERENCE_BATCH, inference_batch_size, predict_subset
-from training.step import SpeedMode
+from training.precision import SpeedMode
 
 
 def eval_config(result_path: Path, batch_size: int = 0, training_batch_size: int = 16) -> EvalConfig:

@@ -16,7 +16,8 @@ from tests.test_gradient_routing import OPTIM
 from training.batch import Batch
 from training.objective import TeacherInputs, ccl_objective
 from training.optim import make_optimizers
-from training.step import configure_backends, train_step
+from training.precision import configure_backends
+from training.step import train_step
 from training.teachers import build_teachers, heads
 
 N_CLASSES, BATCH = 51, 16

@@ -23,7 +23,7 @@ from training.logs import write_options
 from training.optim import make_optimizers, make_scheduler
 from training.run_options import check_resume_options
 from training.state import TrainingState, restore
-from training.step import configure_backends, speed_mode
+from training.precision import configure_backends, speed_mode
 from training.teachers import build_teachers, heads
 
 log = logging.getLogger("ccl")

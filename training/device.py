@@ -5,7 +5,7 @@ import torch
 
 from training.config import RunConfig
 from training.distributed import init_from_environment, is_distributed, rank, world_size
-from training.step import speed_mode
+from training.precision import speed_mode
 
 
 def select_device(run: RunConfig) -> torch.device:

@@ -21,7 +21,8 @@ from training.distributed import all_reduce_sum, is_main_process, rank
 from training.logs import TIMING_KEYS, RunLogs
 from training.objective import ccl_objective
 from training.state import TrainingState, checkpoint_of
-from training.step import SpeedMode, autocast_context, speed_mode, train_step
+from training.precision import SpeedMode, autocast_context, speed_mode
+from training.step import train_step
 
 log = logging.getLogger("ccl")
 
@@ -29,7 +30,7 @@ log = logging.getLogger("ccl")
 class Engine:
     """Trains `state` as the configs say, on `device`.
 
-    The student runs in the device's speed mode (`training.step.speed_mode`: bf16 autocast
+    The student runs in the device's speed mode (`training.precision.speed_mode`: bf16 autocast
     and channels_last_3d on CUDA unless `--exact`); the objective is torch.compile'd under
     `--compile`.
     """
