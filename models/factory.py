@@ -1,6 +1,7 @@
 """`build_student`: the one place that maps `--model/--model_depth/--pretrain_path` to a
 student network (DESIGN: `student(clip) -> (logits (B, C), features (B, 512))`)."""
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -10,7 +11,13 @@ from models.checkpoint_file import read_checkpoint_file
 from models.r21d import r21d, r21d_std
 from models.video_resnets import ARCHITECTURES, video_resnet_student
 
-STUDENT_NAMES = ("r21d", "r21d_std", "r3d_18", "mc3_18", "r2plus1d_18")
+# --model name → builder(depth, n_classes); the keys are the option's choices.
+STUDENTS: dict[str, Callable[[int, int], nn.Module]] = {
+    "r21d": r21d,
+    "r21d_std": r21d_std,
+    **{name: partial(video_resnet_student, name) for name in ARCHITECTURES},
+}
+STUDENT_NAMES = tuple(STUDENTS)
 MODULE_PREFIX = "module."
 
 
@@ -70,14 +77,9 @@ def build_student(model: str, model_depth: int, n_classes: int,
     network); `r21d_std` the standard layout; `r3d_18`, `mc3_18`, `r2plus1d_18` are
     torchvision's. pretrain_path: optional local checkpoint of the same architecture.
     """
-    if model == "r21d":
-        student = r21d(model_depth, n_classes)
-    elif model == "r21d_std":
-        student = r21d_std(model_depth, n_classes)
-    elif model in ARCHITECTURES:
-        student = video_resnet_student(model, model_depth, n_classes)
-    else:
+    if model not in STUDENTS:
         raise UserError(f"unknown --model {model!r}; choices: {', '.join(STUDENT_NAMES)}")
+    student = STUDENTS[model](model_depth, n_classes)
     if pretrain_path is not None:
         load_pretrained(student, pretrain_path)
     return student
