@@ -163,9 +163,3 @@ class AudioBank:
         return torch.from_numpy(np.array(self.rows[row])), 1.0
 
 
-def load_audio_feature(path: str | os.PathLike | None, dim: int = AUDIO_DIM
-                       ) -> tuple[Tensor, float]:
-    """The audio feature of one file, which must be `dim`-dimensional, and its weight, as
-    `AudioBank.feature` gives it (path None: no audio, zeros (dim,)). A broken file is a
-    ValueError naming it."""
-    return AudioBank([path], dim).feature(0)
