@@ -61,12 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     ccl = p.add_argument_group("distillation")
     ccl.add_argument("--use_audio", action="store_true", help="distill from the audio features (CCL (A))")
-    ccl.add_argument("--use_image", action="store_true", help="distill from the ImageNet ResNet-34 (CCL (I))")
+    ccl.add_argument("--use_image", action="store_true", help="distill from the ImageNet image teacher (CCL (I))")
     ccl.add_argument("--loss_weight", default=0.5, type=float, help="w of CCL (AI) (SPEC §3)")
     ccl.add_argument("--image_size", default=112, type=int,
                      help="frame size the image teacher sees (resized when larger than --sample_size)")
+    # Image teachers other than the paper's (README "Other teachers").
+    ccl.add_argument("--image_teacher", default="resnet34",
+                     help="torchvision classification model used as image teacher, e.g. vit_b_16, "
+                          "convnext_tiny, efficientnet_b0 (resnet34: the paper's)")
     ccl.add_argument("--image_teacher_weights", default=None, type=Path,
-                     help="ResNet-34 ImageNet state dict (default: torchvision's cache)")
+                     help="the image teacher's ImageNet state dict (default: torchvision's cache file "
+                          "of its default weights)")
+    ccl.add_argument("--image_teacher_norm", default="clip", choices=["clip", "imagenet"],
+                     help="clip: the teacher sees the frame normalized as the clip (the original); "
+                          "imagenet: re-normalized to the teacher's ImageNet mean/std")
 
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--learning_rate", default=0.001, type=float)

@@ -3,7 +3,8 @@ import os
 from pathlib import Path
 
 from datasets import Annotation, check_n_classes, classes_without_audio_folder, load_annotation
-from models.image_teacher import default_weights_path
+from models.image_teacher import default_weights_path, missing_weights_message
+from models.torchvision_classifiers import check_name
 from training.checkpoint import latest_checkpoint
 
 
@@ -31,11 +32,8 @@ def check_inputs(opt) -> None:
         check_n_classes(annotation, opt.n_classes)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if opt.use_image and not opt.allow_untrained_teacher:
-        weights = Path(opt.image_teacher_weights) if opt.image_teacher_weights else default_weights_path()
-        if not weights.is_file():
-            raise UserError(f"ImageNet ResNet-34 weights not found at {weights}: put resnet34-b627a593.pth "
-                            f"there or pass --image_teacher_weights FILE")
+    if opt.use_image:
+        check_image_teacher(opt)
     if opt.pretrain_path is not None and not Path(opt.pretrain_path).is_file():
         raise UserError(f"--pretrain_path {opt.pretrain_path} does not exist")
     if opt.resume_path == "latest" or (opt.auto_resume and opt.resume_path is None):
@@ -56,6 +54,22 @@ def check_inputs(opt) -> None:
         raise UserError("--batch_size must be ≥ 1 and --n_epochs ≥ 0")
     if opt.distributed:
         check_torchrun(opt.batch_size, os.environ)
+
+
+def check_image_teacher(opt) -> None:
+    """--use_image: a supported --image_teacher whose weights file exists (unless the
+    untrained fallback is allowed). Raises UserError."""
+    try:
+        check_name(opt.image_teacher)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if opt.allow_untrained_teacher:
+        return
+    if opt.image_teacher_weights:
+        if not Path(opt.image_teacher_weights).is_file():
+            raise UserError(f"--image_teacher_weights {opt.image_teacher_weights} does not exist")
+    elif not default_weights_path(opt.image_teacher).is_file():
+        raise UserError(missing_weights_message(opt.image_teacher, default_weights_path(opt.image_teacher)))
 
 
 def check_torchrun(batch_size: int, environment) -> None:

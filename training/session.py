@@ -10,7 +10,7 @@ from torch import nn
 from datasets import build_loader, normalize_clip
 from datasets.device_decode import clip_to_device
 from models import build_student, load_image_teacher
-from models.image_teacher import calibrate_batchnorm
+from models.image_teacher import calibrate_batchnorm, teacher_frame_size
 from opts import SUBSETS
 from evaluation.pipeline import evaluate
 from training.checkpoint import load_checkpoint, unwrap
@@ -25,7 +25,7 @@ from training.optim import make_optimizers, make_scheduler
 from training.run_options import check_resume_options, recorded_options
 from training.runner import RunState, fit, restore
 from training.step import configure_backends, speed_mode
-from training.teachers import build_teachers, heads
+from training.teachers import FEATURE_DIM, as_teacher_sees, build_teachers, frame_norm, heads
 
 log = logging.getLogger("ccl")
 
@@ -98,15 +98,22 @@ def wrap_student(student: nn.Module, opt, device: torch.device) -> nn.Module:
 
 
 def image_teacher(opt, train_loader, settings: EpochSettings, device: torch.device):
-    """The frozen ResNet-34; in demo/test mode an untrained one whose BatchNorm statistics
-    are calibrated on real training frames so its features stay finite (SPEC §2)."""
+    """The frozen `--image_teacher`; in demo/test mode an untrained one whose BatchNorm
+    statistics are calibrated on real training frames so its features stay finite (SPEC §2)."""
     with weight_file_errors():
-        network = load_image_teacher(opt.image_teacher_weights, allow_untrained=opt.allow_untrained_teacher)
+        network = load_image_teacher(opt.image_teacher_weights, allow_untrained=opt.allow_untrained_teacher,
+                                     name=opt.image_teacher,
+                                     frame_size=teacher_frame_size(opt.image_size, opt.sample_size))
     if opt.allow_untrained_teacher and train_loader is not None:
         sample = clip_to_device(next(iter(train_loader)), torch.device("cpu"))
         clip = normalize_clip(sample["clip"], settings.mean, settings.std)
-        calibrate_batchnorm(network, clip.transpose(1, 2).flatten(0, 1))
+        calibrate_batchnorm(network, as_teacher_sees(clip.transpose(1, 2).flatten(0, 1), opt.image_size,
+                                                     image_frame_norm(opt)))
     return network.to(device)
+
+
+def image_frame_norm(opt):
+    return frame_norm(opt.image_teacher_norm, opt.image_teacher, opt.mean, opt.std)
 
 
 def run(opt, device: torch.device) -> dict:
@@ -131,8 +138,8 @@ def run(opt, device: torch.device) -> dict:
         val_loader = build_loader(make_dataset(opt, SUBSETS["val"], "val"), batch, shuffle=False,
                                   n_threads=opt.n_threads, distributed=is_distributed())
     datasets = [loader.dataset for loader in (train_loader, val_loader) if loader is not None]
-    if opt.use_audio and datasets:
-        audio_dim(datasets)   # one D across the subsets, before any model is built
+    # One audio D across the subsets, checked before any model is built.
+    audio_d = audio_dim(datasets) if opt.use_audio and datasets else FEATURE_DIM
     settings = epoch_settings(opt, device, len(train_loader.dataset) if train_loader else 0)
     configure_backends(device)
 
@@ -141,11 +148,13 @@ def run(opt, device: torch.device) -> dict:
     if settings.channels_last:
         student = student.to(memory_format=torch.channels_last_3d)
     network = image_teacher(opt, train_loader, settings, device) if opt.use_image else None
+    image_d = network.feature_dim if network is not None else FEATURE_DIM
     if network is not None:
         broadcast_from_main(network)
         if opt.compile:
             network = torch.compile(network)
-    teachers = build_teachers(opt.use_audio, opt.use_image, opt.n_classes, network, opt.image_size, device)
+    teachers = build_teachers(opt.use_audio, opt.use_image, opt.n_classes, network, opt.image_size, device,
+                              audio_dim=audio_d, image_dim=image_d, frame_norm=image_frame_norm(opt))
     # Heads live outside DDP: identical gradients keep them identical only from an identical start.
     broadcast_from_main(heads(teachers))
     optimizers = make_optimizers(student, heads(teachers), opt, fused=device.type == "cuda")
