@@ -10,7 +10,7 @@ from torch import nn
 from datasets import build_loader, normalize_clip
 from datasets.device_decode import clip_to_device
 from models import build_student, load_image_teacher
-from models.image_teacher import calibrate_batchnorm, teacher_frame_size
+from models.image_teacher import FEATURE_DIM, calibrate_batchnorm, teacher_frame_size
 from opts import SUBSETS
 from evaluation.pipeline import evaluate
 from training.checkpoint import load_checkpoint, unwrap
@@ -25,7 +25,7 @@ from training.optim import make_optimizers, make_scheduler
 from training.run_options import check_resume_options, recorded_options
 from training.runner import RunState, fit, restore
 from training.step import configure_backends, speed_mode
-from training.teachers import FEATURE_DIM, as_teacher_sees, build_teachers, frame_norm, heads
+from training.teachers import as_teacher_sees, build_teachers, frame_norm, heads
 
 log = logging.getLogger("ccl")
 
@@ -154,7 +154,8 @@ def run(opt, device: torch.device) -> dict:
         if opt.compile:
             network = torch.compile(network)
     teachers = build_teachers(opt.use_audio, opt.use_image, opt.n_classes, network, opt.image_size, device,
-                              audio_dim=audio_d, image_dim=image_d, frame_norm=image_frame_norm(opt))
+                              audio_dim=audio_d, image_dim=image_d,
+                              frame_norm=image_frame_norm(opt) if opt.use_image else None)
     # Heads live outside DDP: identical gradients keep them identical only from an identical start.
     broadcast_from_main(heads(teachers))
     optimizers = make_optimizers(student, heads(teachers), opt, fused=device.type == "cuda")
