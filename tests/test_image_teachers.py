@@ -11,7 +11,7 @@ from models.image_teacher import (ImageTeacher, TorchvisionImageTeacher, build_i
                                   calibrate_batchnorm, check_frame_size, default_weights_path,
                                   load_image_teacher, missing_weights_message, renormalize)
 from models.torchvision_classifiers import build_without_classifier, check_name, imagenet_mean_std
-from training.teachers import FrameNorm, frame_norm
+from training.teachers import FrameNorm, make_frame_norm
 
 SMALL = "mobilenet_v3_small"   # 2.5 M parameters, BatchNorm, classifier inside a Sequential
 
@@ -169,8 +169,8 @@ def test_renormalize_matches_a_hand_computation():
     expected = [0.06550218340611353, -2.0357142857142856, 2.64]
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6)
 
-    assert frame_norm("clip", "vit_b_16", clip_mean, clip_std) is None
-    norm = frame_norm("imagenet", "resnet34", clip_mean, clip_std)
+    assert make_frame_norm("clip", "vit_b_16", clip_mean, clip_std) is None
+    norm = make_frame_norm("imagenet", "resnet34", clip_mean, clip_std)
     assert norm == FrameNorm(clip_mean, clip_std, imagenet_mean, imagenet_std)
     np.testing.assert_allclose(norm(frame).flatten().numpy(), expected, rtol=1e-6)
 
@@ -240,7 +240,8 @@ def test_a_run_with_other_teachers_builds_each_head_for_its_dim(tiny_dataset, tm
     assert main.main(tiny_run_options(data, tmp_path / "vit", "--use_image", "--image_teacher", "vit_b_16",
                                       "--allow_untrained_teacher", "--n_epochs", "1")) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("error: --image_teacher vit_b_16 does not take 112×112 frames") and "--image_size 224" in error
+    assert error.startswith("error: --image_teacher vit_b_16 does not take 112×112 frames")
+    assert "--image_size 224" in error
 
 
 def test_main_refuses_unknown_teachers_and_missing_weights_up_front(tiny_dataset, tmp_path, capsys, monkeypatch):

@@ -25,7 +25,7 @@ from training.optim import make_optimizers, make_scheduler
 from training.run_options import check_resume_options, recorded_options
 from training.runner import RunState, fit, restore
 from training.step import configure_backends, speed_mode
-from training.teachers import as_teacher_sees, build_teachers, frame_norm, heads
+from training.teachers import as_teacher_sees, build_teachers, heads, make_frame_norm
 
 log = logging.getLogger("ccl")
 
@@ -113,7 +113,7 @@ def image_teacher(opt, train_loader, settings: EpochSettings, device: torch.devi
 
 
 def image_frame_norm(opt):
-    return frame_norm(opt.image_teacher_norm, opt.image_teacher, opt.mean, opt.std)
+    return make_frame_norm(opt.image_teacher_norm, opt.image_teacher, opt.mean, opt.std)
 
 
 def run(opt, device: torch.device) -> dict:

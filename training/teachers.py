@@ -36,7 +36,7 @@ class FrameNorm:
         return renormalize(frame, self.clip_mean, self.clip_std, self.teacher_mean, self.teacher_std)
 
 
-def frame_norm(norm: str, teacher_name: str, clip_mean, clip_std) -> FrameNorm | None:
+def make_frame_norm(norm: str, teacher_name: str, clip_mean, clip_std) -> FrameNorm | None:
     """`--image_teacher_norm`: "clip" (None: the frame as normalized for the student, what
     the original fed its teacher) or "imagenet" (re-normalized to the teacher's weights')."""
     if norm == "clip":
