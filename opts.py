@@ -13,7 +13,8 @@ from errors import MissingFileError, UserError
 from evaluation.config import EvalConfig
 from models import STUDENT_NAMES
 from models.config import ModelConfig, TeacherConfig
-from models.image_teacher import default_weights_path
+from models.image_teacher import default_weights_path, missing_weights_message
+from models.torchvision_classifiers import check_name
 from training.checkpoint import latest_checkpoint
 from training.config import OptimConfig, RunConfig
 from training.distributed import check_torchrun
@@ -73,12 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     ccl = p.add_argument_group("distillation")
     ccl.add_argument("--use_audio", action="store_true", help="distill from the audio features (CCL (A))")
-    ccl.add_argument("--use_image", action="store_true", help="distill from the ImageNet ResNet-34 (CCL (I))")
+    ccl.add_argument("--use_image", action="store_true", help="distill from the ImageNet image teacher (CCL (I))")
     ccl.add_argument("--loss_weight", default=0.5, type=float, help="w of CCL (AI) (SPEC §3)")
     ccl.add_argument("--image_size", default=112, type=int,
                      help="frame size the image teacher sees (resized when larger than --sample_size)")
+    # Image teachers other than the paper's (README "Other teachers").
+    ccl.add_argument("--image_teacher", default="resnet34",
+                     help="torchvision classification model used as image teacher, e.g. vit_b_16, "
+                          "convnext_tiny, efficientnet_b0 (resnet34: the paper's)")
     ccl.add_argument("--image_teacher_weights", default=None, type=Path,
-                     help="ResNet-34 ImageNet state dict (default: torchvision's cache)")
+                     help="the image teacher's ImageNet state dict (default: torchvision's cache file "
+                          "of its default weights)")
+    ccl.add_argument("--image_teacher_norm", default="clip", choices=["clip", "imagenet"],
+                     help="clip: the teacher sees the frame normalized as the clip (the original); "
+                          "imagenet: re-normalized to the teacher's ImageNet mean/std")
 
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--learning_rate", default=0.001, type=float)
@@ -191,8 +200,9 @@ def model_config(opt: argparse.Namespace) -> ModelConfig:
 
 
 def teacher_config(opt: argparse.Namespace) -> TeacherConfig:
-    return TeacherConfig(audio=opt.use_audio, image=opt.use_image, image_size=opt.image_size,
-                         image_weights=opt.image_teacher_weights, allow_untrained=opt.allow_untrained_teacher)
+    return TeacherConfig(audio=opt.use_audio, image=opt.use_image, image_name=opt.image_teacher,
+                         image_size=opt.image_size, image_weights=opt.image_teacher_weights,
+                         image_norm=opt.image_teacher_norm, allow_untrained=opt.allow_untrained_teacher)
 
 
 def optim_config(opt: argparse.Namespace) -> OptimConfig:
@@ -237,13 +247,23 @@ def check_inputs(opt: argparse.Namespace) -> None:
     if opt.use_audio:
         check_audio_classes(annotation, opt.audio_path)
     check_n_classes(annotation, opt.n_classes)
-    if opt.use_image and not opt.allow_untrained_teacher:
-        weights = Path(opt.image_teacher_weights) if opt.image_teacher_weights else default_weights_path()
-        if not weights.is_file():
-            raise MissingFileError(f"ImageNet ResNet-34 weights not found at {weights}: put "
-                                   f"resnet34-b627a593.pth there or pass --image_teacher_weights FILE")
+    if opt.use_image:
+        check_image_teacher(opt)
     if opt.pretrain_path is not None and not Path(opt.pretrain_path).is_file():
         raise MissingFileError(f"--pretrain_path {opt.pretrain_path} does not exist")
+
+
+def check_image_teacher(opt: argparse.Namespace) -> None:
+    """--use_image: a supported --image_teacher whose weights file exists (unless the
+    untrained fallback is allowed). Raises UserError."""
+    check_name(opt.image_teacher)
+    if opt.allow_untrained_teacher:
+        return
+    if opt.image_teacher_weights:
+        if not Path(opt.image_teacher_weights).is_file():
+            raise MissingFileError(f"--image_teacher_weights {opt.image_teacher_weights} does not exist")
+    elif not default_weights_path(opt.image_teacher).is_file():
+        raise MissingFileError(missing_weights_message(opt.image_teacher, default_weights_path(opt.image_teacher)))
 
 
 def resume_checkpoint(opt: argparse.Namespace) -> str | None:

@@ -22,12 +22,18 @@ class ModelConfig:
 class TeacherConfig:
     """Which teachers distil into the student (SPEC §3: none is the baseline).
 
+    image_name: the torchvision classification model of the image teacher (`resnet34`: the
+    paper's).
     image_size: the frame size the image teacher sees (resized when larger than the clip).
     image_weights: the image teacher's ImageNet state dict; None: torchvision's cache file.
+    image_norm: "clip" (the frame as normalized for the student, the original's) or
+    "imagenet" (re-normalized to the teacher's own ImageNet mean/std).
     allow_untrained: without weights, an untrained image teacher (demo and tests only).
     """
     audio: bool
     image: bool
+    image_name: str
     image_size: int
     image_weights: Path | None
+    image_norm: str
     allow_untrained: bool

@@ -14,7 +14,7 @@ from datasets.config import DataConfig, audio_dim, check_audio_coverage, make_da
 from datasets.device_decode import clip_to_device
 from models import build_student, load_image_teacher
 from models.config import ModelConfig, TeacherConfig
-from models.image_teacher import ImageTeacher, calibrate_batchnorm
+from models.image_teacher import FEATURE_DIM, calibrate_batchnorm, teacher_frame_size
 from training.checkpoint import load_checkpoint
 from training.config import OptimConfig, RunConfig
 from training.device import uses_data_parallel
@@ -24,7 +24,7 @@ from training.optim import make_optimizers, make_scheduler
 from training.run_options import check_resume_options
 from training.state import TrainingState, restore
 from training.precision import configure_backends, speed_mode
-from training.teachers import build_teachers, heads
+from training.teachers import FrameNorm, as_teacher_sees, build_teachers, heads, make_frame_norm
 
 log = logging.getLogger("ccl")
 
@@ -45,15 +45,18 @@ def build(data: DataConfig, model: ModelConfig, teachers: TeacherConfig, optim: 
     torch.manual_seed(run.seed)
     if data.gpu_decode and device.type != "cuda":
         log.warning("--gpu_decode without a CUDA device: the training process decodes every batch on the CPU")
-    train_loader, val_loader = build_loaders(data, run)
+    train_loader, val_loader, audio_d = build_loaders(data, run)
     configure_backends(device)
 
     student = build_student(model.name, model.depth, model.n_classes, model.pretrain_path).to(device)
     if speed_mode(device, run.exact).channels_last:
         student = student.to(memory_format=torch.channels_last_3d)
-    network = image_teacher(teachers, train_loader, data, run, device) if teachers.image else None
+    frame_norm = (make_frame_norm(teachers.image_norm, teachers.image_name, data.mean, data.std)
+                  if teachers.image else None)
+    network = image_teacher(teachers, frame_norm, train_loader, data, run, device) if teachers.image else None
     teacher_list = build_teachers(teachers.audio, teachers.image, model.n_classes, network,
-                                  teachers.image_size, device)
+                                  teachers.image_size, device, audio_dim=audio_d,
+                                  image_dim=network_feature_dim(network), frame_norm=frame_norm)
     # Heads live outside DDP: identical gradients keep them identical only from an identical start.
     broadcast_from_main(heads(teacher_list))
     optimizers = make_optimizers(student, heads(teacher_list), optim, fused=device.type == "cuda")
@@ -89,10 +92,10 @@ def record_options(run: RunConfig, option_changes: list[dict]) -> None:
                       if option_changes else run.options)
 
 
-def build_loaders(data: DataConfig, run: RunConfig) -> tuple[DataLoader | None, DataLoader | None]:
+def build_loaders(data: DataConfig, run: RunConfig) -> tuple[DataLoader | None, DataLoader | None, int]:
     """The training loader (shuffled, seeded) and the validation loader, each when the run
-    uses it, with this process's share of the global batch; the audio features checked
-    (coverage, one D across the subsets) before any model is built."""
+    uses it, with this process's share of the global batch, and the audio features' D; the
+    audio features checked (coverage, one D across the subsets) before any model is built."""
     batch = data.batch_size // world_size()   # resolve made sure it divides
     train_loader = val_loader = None
     if run.train:
@@ -105,30 +108,40 @@ def build_loaders(data: DataConfig, run: RunConfig) -> tuple[DataLoader | None, 
         val_loader = build_loader(make_dataset(data, VALIDATION, "val"), batch, shuffle=False,
                                   n_threads=data.n_threads, distributed=is_distributed())
     datasets = [loader.dataset for loader in (train_loader, val_loader) if loader is not None]
-    if data.audio_path is not None and datasets:
-        audio_dim(datasets)
-    return train_loader, val_loader
+    audio_d = audio_dim(datasets) if data.audio_path is not None and datasets else FEATURE_DIM
+    return train_loader, val_loader, audio_d
 
 
-def image_teacher(teachers: TeacherConfig, train_loader: DataLoader | None, data: DataConfig,
-                  run: RunConfig, device: torch.device) -> nn.Module:
-    """The frozen ResNet-34, identical on every rank and compiled under --compile; in
-    demo/test mode an untrained one whose BatchNorm statistics are calibrated on real
-    training frames so its features stay finite (SPEC §2)."""
-    network = load_image_teacher(teachers.image_weights, allow_untrained=teachers.allow_untrained)
+def image_teacher(teachers: TeacherConfig, frame_norm: FrameNorm | None, train_loader: DataLoader | None,
+                  data: DataConfig, run: RunConfig, device: torch.device) -> nn.Module:
+    """The frozen `--image_teacher`, identical on every rank and compiled under --compile;
+    in demo/test mode an untrained one whose BatchNorm statistics are calibrated on real
+    training frames, as it sees them, so its features stay finite (SPEC §2)."""
+    network = load_image_teacher(teachers.image_weights, allow_untrained=teachers.allow_untrained,
+                                 name=teachers.image_name,
+                                 frame_size=teacher_frame_size(teachers.image_size, data.sample_size))
     if teachers.allow_untrained and train_loader is not None:
-        calibrate_on_training_frames(network, train_loader, data)
+        calibrate_on_training_frames(network, train_loader, data, teachers.image_size, frame_norm)
     network = network.to(device)
     broadcast_from_main(network)
     return torch.compile(network) if run.compile else network
 
 
-def calibrate_on_training_frames(network: ImageTeacher, train_loader: DataLoader, data: DataConfig) -> None:
+def calibrate_on_training_frames(network: nn.Module, train_loader: DataLoader, data: DataConfig,
+                                 image_size: int, frame_norm: FrameNorm | None) -> None:
     """BatchNorm statistics of an untrained image teacher from every frame of one training
-    batch, decoded and normalized on the CPU."""
+    batch, decoded and normalized on the CPU, as the teacher sees them."""
     sample = clip_to_device(next(iter(train_loader)), torch.device("cpu"))
     clip = normalize_clip(sample["clip"], data.mean, data.std)
-    calibrate_batchnorm(network, clip.transpose(1, 2).flatten(0, 1))
+    calibrate_batchnorm(network, as_teacher_sees(clip.transpose(1, 2).flatten(0, 1), image_size, frame_norm))
+
+
+def network_feature_dim(network: nn.Module | None) -> int:
+    """D of the image teacher's features (torch.compile keeps the module as `_orig_mod`);
+    the paper's 512 without one."""
+    if network is None:
+        return FEATURE_DIM
+    return getattr(network, "_orig_mod", network).feature_dim
 
 
 def wrap_student(student: nn.Module, compile: bool, device: torch.device) -> nn.Module:

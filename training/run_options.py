@@ -22,7 +22,8 @@ NOT_TRAINING = frozenset({
 })
 # Options that matter only when the teacher they belong to is on (in either run).
 ONLY_WITH = {"audio_path": "use_audio", "image_teacher_weights": "use_image",
-             "allow_untrained_teacher": "use_image", "image_size": "use_image"}
+             "allow_untrained_teacher": "use_image", "image_size": "use_image",
+             "image_teacher": "use_image", "image_teacher_norm": "use_image"}
 
 
 def recorded_options(options: dict) -> dict:
