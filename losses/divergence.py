@@ -14,26 +14,27 @@ def symmetric_kl(p_logits: Tensor, q_logits: Tensor, weight: Tensor | None = Non
     p = σ(p_logits), q = σ(q_logits) (softmax at temperature 1) and ε = 1e-10 added to the
     ratio, as the original places it.
 
-    p_logits, q_logits: (B, C) logits.
+    p_logits, q_logits: (B, C) logits, or (K, B, C) for K pairs at once (one set of
+    kernels: a small batch's step on a GPU is bound by how many it launches).
     weight: optional (B,) 0/1 mask; the mean is then over the masked-in samples only.
-    Returns a scalar (float32, or float64 for float64 inputs; fp32 under autocast too);
-    0 when no sample is masked in.
+    Returns a scalar, or (K,) (float32, or float64 for float64 inputs; fp32 under autocast
+    too); 0 when no sample is masked in.
 
     log(p/q + ε) is computed as logaddexp(log p − log q, log ε) from log-softmax: the same
     value in real arithmetic, so the original's value and gradient wherever it is finite,
     and finite where its p/q overflows or is 0/0 (confident, disagreeing logits).
     """
     with autocast_off(p_logits):
-        log_p = at_least_fp32(p_logits).log_softmax(dim=1)
-        log_q = at_least_fp32(q_logits).log_softmax(dim=1)
+        log_p = at_least_fp32(p_logits).log_softmax(dim=-1)
+        log_q = at_least_fp32(q_logits).log_softmax(dim=-1)
         log_ratio = log_p - log_q
         log_eps = log_ratio.new_full((), math.log(EPS))
-        per_sample = ((log_p.exp() * torch.logaddexp(log_ratio, log_eps)).sum(1)
-                      + (log_q.exp() * torch.logaddexp(-log_ratio, log_eps)).sum(1))
+        per_sample = ((log_p.exp() * torch.logaddexp(log_ratio, log_eps)).sum(-1)
+                      + (log_q.exp() * torch.logaddexp(-log_ratio, log_eps)).sum(-1))
         if weight is None:
-            return per_sample.mean()
+            return per_sample.mean(-1)
         member = (weight > 0).to(per_sample.dtype)
-        return (per_sample * member).sum() / member.sum().clamp(min=1)
+        return (per_sample * member).sum(-1) / member.sum().clamp(min=1)
 
 
 class JSDLoss(nn.Module):

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses import JSDLoss, NCELoss, multiclass_nce, symmetric_kl, symmetric_nce, weighted_cross_entropy
-from losses.nce import symmetric_nce_pairs
+from losses import (JSDLoss, NCELoss, multiclass_nce, symmetric_kl, symmetric_nce, symmetric_nce_pairs,
+                    weighted_cross_entropy)
 
 EPS = 1e-10
 
@@ -116,6 +116,23 @@ def test_empty_subset_gives_zero_with_a_graph():
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("weight", [None, torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])])
+def test_symmetric_kl_of_stacked_pairs_is_each_pair(weight):
+    """(K, B, C) logits give the K divergences of the pairs, values and gradients."""
+    torch.manual_seed(4)
+    p = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
+    got = symmetric_kl(p, q, weight)
+    want = torch.stack([symmetric_kl(p[k], q[k], weight) for k in range(3)])
+    members = [i for i in range(5) if weight is None or weight[i] > 0]
+    for k in range(3):
+        assert got[k].item() == pytest.approx(naive_symmetric_kl(p[k, members].detach(), q[k, members].detach()),
+                                              rel=1e-9)
+    coefficients = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad((got * coefficients).sum(), [p, q]),
+                               torch.autograd.grad((want * coefficients).sum(), [p, q]))
 
 
 def test_symmetric_kl_and_jsd_weight():

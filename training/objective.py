@@ -1,9 +1,10 @@
 """The CCL objective with the exact gradient routing of SPEC §3, in one backward pass."""
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from losses import symmetric_kl, symmetric_nce, weighted_cross_entropy
+from losses import symmetric_kl, symmetric_nce_pairs, weighted_cross_entropy
 from losses.precision import at_least_fp32, autocast_off
 from training.teachers import Teacher
 
@@ -59,20 +60,19 @@ def _objective(logits: Tensor, features: Tensor, target: Tensor,
     terms = {"ce": ce.detach()}
     v_frozen, z_frozen = features.detach(), logits.detach()
     for branch in branches:
-        teacher, w, tau = branch.teacher, branch.weight, branch.teacher.temperature
+        teacher, head, w, tau = branch.teacher, branch.teacher.head, branch.weight, branch.teacher.temperature
         t = at_least_fp32(branch.features)
-        z_m, m = teacher.head(t, features)
-        v_in_t = teacher.head.project_student(features)
-        contrast = symmetric_nce(v_in_t, m, target, tau, w) + symmetric_nce(v_in_t, t, target, tau, w)
-        divergence = DIVERGENCE_WEIGHT * symmetric_kl(logits, z_m, w)
+        # One head pass over [v ; v_frozen]: the first half carries ∇L_v into the student,
+        # the second ∇L_m into the head only. Each branch's terms run as one batch (four
+        # contrastive pairs, two divergences): a small batch's step is launch-bound on a GPU.
+        (z_m, z_m_head), (m, m_head) = (x.chunk(2) for x in head(torch.cat([t, t]), torch.cat([features, v_frozen])))
+        v_in_t, v_frozen_in_t = head.project_student(torch.cat([features, v_frozen])).chunk(2)
+        nce = symmetric_nce_pairs([(v_in_t, m), (v_in_t, t), (v_frozen_in_t, m_head), (m_head, t)],
+                                  target, tau, w)
+        kl = DIVERGENCE_WEIGHT * symmetric_kl(torch.stack([logits, z_frozen]), torch.stack([z_m, z_m_head]), w)
+        contrast, divergence = nce[0] + nce[1], kl[0]
         student_loss = student_loss + distill_weight * (contrast + divergence)
-
-        z_m_head, m_head = teacher.head(t, v_frozen)
-        head_ce = weighted_cross_entropy(z_m_head, target, w)
-        head_contrast = (symmetric_nce(teacher.head.project_student(v_frozen), m_head, target, tau, w)
-                         + symmetric_nce(m_head, t, target, tau, w))
-        head_divergence = DIVERGENCE_WEIGHT * symmetric_kl(z_frozen, z_m_head, w)
-        head_losses.append(head_ce + head_contrast + head_divergence)
+        head_losses.append(weighted_cross_entropy(z_m_head, target, w) + nce[2] + nce[3] + kl[1])
 
         terms[f"{teacher.name}/contrast"] = contrast.detach()
         terms[f"{teacher.name}/divergence"] = divergence.detach()
