@@ -66,6 +66,8 @@ def _refused_part(message: str) -> str | None:
         return f"call {found[1]}"
     if found := re.search(r"but got <class '([^']+)'>", message):
         return f"build a {found[1]}"
+    if found := re.search(r"(Can only (?:build|create)[^\n]*|Trying to call reduce[^\n]*)", message):
+        return f"do what it refuses: {found[1].strip()}"
     return None
 
 

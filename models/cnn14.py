@@ -6,18 +6,16 @@ PANNs release, so its official AudioSet checkpoints load through `load_official_
 Training-only augmentations of PANNs (SpecAugment, mixup) are left out: this module
 extracts features.
 """
-import pickle
-import re
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from errors import MissingFileError, UserError
+from models.checkpoint_file import CheckpointFileError, read_checkpoint_file
 from models.logmel import LogMelFrontEnd
 
 AUDIOSET_CLASSES = 527
@@ -152,22 +150,11 @@ class PannsCnn(nn.Module):
         return {"embedding": embedding, "clipwise_output": torch.sigmoid(self.fc_audioset(x))}
 
 
-# The official checkpoints are `torch.save({"iteration": int, "model": state_dict,
-# "sampler": ...})`, and the sampler's state holds numpy integer arrays (PANNs
-# utils/data_generator.py). The weights-only loader rebuilds numeric numpy arrays from
-# these globals (no code of the file runs); files pickled by numpy 1 name the module
-# `numpy.core`. An object array or any other class is still refused.
-_NUMPY_RECONSTRUCT = np.zeros(0).__reduce__()[0]     # numpy's array rebuild function
-_NUMPY_ARRAY_GLOBALS = [
-    (_NUMPY_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),
-    (_NUMPY_RECONSTRUCT, "numpy._core.multiarray._reconstruct"),
-    np.ndarray, np.dtype,
-    *{type(np.dtype(code)) for code in "?bBhHiIlLqQefdg"},  # bool, integer, float dtypes
-]
-
-
 def read_official_state_dict(path: str | Path, spec: PannsSpec) -> dict[str, Tensor]:
-    """The `model` state dict of a PANNs checkpoint file, read without running its code.
+    """The `model` state dict of a PANNs checkpoint file, read without running its code
+    (`models.checkpoint_file`). Official files are `torch.save({"iteration": int, "model":
+    state_dict, "sampler": ...})`, the sampler's state numeric NumPy arrays, which that
+    reader rebuilds; an object array or any other class is refused.
 
     Raises MissingFileError / CheckpointError with a one-line message naming `path`.
     """
@@ -176,34 +163,13 @@ def read_official_state_dict(path: str | Path, spec: PannsSpec) -> dict[str, Ten
         raise MissingFileError(f"{spec.name} checkpoint {path} not found: "
                                f"{spec.checkpoint_hint}")
     try:
-        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a damaged file can fail anywhere in torch's two loaders
-        refused = _refused_code(e)
-        if refused is not None:
-            raise CheckpointError(f"{path} is refused: loading it needs pickle, which can run "
-                                  f"code from the file ({refused}); only tensors, plain Python "
-                                  f"values and numeric numpy arrays are loaded") from None
-        reason = " ".join([type(e).__name__ + ":"] + str(e).strip().splitlines()[:1])
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({reason}): "
-                              f"{spec.checkpoint_hint}") from None
+        checkpoint = read_checkpoint_file(path, "--checkpoint")
+    except CheckpointFileError as e:
+        raise CheckpointError(f"{e}; {spec.checkpoint_hint}") from None
     state = checkpoint.get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path} has no 'model' state dict: {spec.checkpoint_hint}")
     return state
-
-
-def _refused_code(error: Exception) -> str | None:
-    """What the weights-only loader refused to run, read from its multi-line message, or
-    None when `error` is not such a refusal (a damaged file)."""
-    if not isinstance(error, pickle.UnpicklingError):
-        return None
-    message = str(error)
-    found = re.search(r"GLOBAL (\S+)", message)
-    if found:
-        return f"it references {found.group(1)}"
-    found = re.search(r"(Can only (?:build|create)[^\n]*|Trying to call reduce[^\n]*)", message)
-    return found.group(1).strip() if found else None
 
 
 def _front_end_shapes(model: PannsCnn) -> dict[str, tuple[int, ...]]:

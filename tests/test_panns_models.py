@@ -322,15 +322,15 @@ def test_malicious_checkpoint_is_refused_and_never_run(tmp_path, capsys, kind):
     err = capsys.readouterr().err
     assert not target.exists()
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith(f"error: {path} is refused: loading it needs pickle")
-    assert f"(it references {'posix.system' if kind == 'os.system' else 'exec'})" in err
+    assert err.startswith(f"error: --checkpoint {path} was refused: unpickling it would call ")
+    assert ("system" if kind == "os.system" else "exec") in err
 
 
 def test_numpy_object_array_is_refused(tmp_path):
     path = tmp_path / "objects.pth"
     torch.save({"model": official_state("Cnn10"),
                 "sampler": {"queue": np.array([1, "two"], dtype=object)}}, path)
-    with pytest.raises(CheckpointError, match="is refused: loading it needs pickle") as info:
+    with pytest.raises(CheckpointError, match="was refused: unpickling it would") as info:
         read_official_state_dict(path, PannsCnn("Cnn10").spec)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
@@ -340,9 +340,9 @@ def test_numpy_object_array_is_refused(tmp_path):
 def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, content):
     path = tmp_path / "broken.pth"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="is not a readable torch checkpoint") as info:
+    with pytest.raises(CheckpointError, match="is not a readable checkpoint") as info:
         read_official_state_dict(path, PannsCnn("Cnn10").spec)
-    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
     assert "Cnn10_mAP=0.380.pth" in str(info.value)
 
 
