@@ -132,7 +132,7 @@ def make_step(args: argparse.Namespace, batches: list[dict], device: torch.devic
     network = untrained_image_teacher(batches, device) if use_image else None
     if network is not None and args.compile:
         network = torch.compile(network)
-    teachers = build_teachers(use_audio, use_image, args.n_classes, network, args.sample_size, device)
+    teachers = build_teachers(args.n_classes, device, audio=use_audio, image=network, image_size=args.sample_size)
     student.train()
 
     # As training sets them: PyTorch's default matmul precision, the original's.

@@ -81,7 +81,7 @@ def test_original_step_updates_parameters_like_train_step():
                   frame_index=2)
     network = calibrate_batchnorm(ImageTeacher(), clip.transpose(1, 2).flatten(0, 1))
     student = build_student("r21d", 18, N_CLASSES)
-    teachers = build_teachers(True, True, N_CLASSES, network, 32, torch.device("cpu"))
+    teachers = build_teachers(N_CLASSES, torch.device("cpu"), audio=True, image=network, image_size=32)
     ref_student = copy.deepcopy(student)
     ref_heads = {t.name: copy.deepcopy(t.head) for t in teachers}
     # A large lr makes a routing error visible in the parameters, not only in the gradients.

@@ -171,7 +171,7 @@ def new_run_state(teachers, milestones=(2,)) -> TrainingState:
     optim = OptimConfig(learning_rate=0.01, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False,
                         milestones=tuple(milestones), loss_weight=0.5)
     student = build_student("r21d", 18, 6)
-    teacher_list = build_teachers("audio" in teachers, False, 6, None, 112, torch.device("cpu"))
+    teacher_list = build_teachers(6, torch.device("cpu"), audio="audio" in teachers, image=None)
     optimizers = make_optimizers(student, heads(teacher_list), optim)
     return TrainingState(student, teacher_list, optimizers, make_scheduler(optimizers["student"], optim),
                          arch="r21d-18")

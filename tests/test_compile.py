@@ -35,7 +35,7 @@ def test_student_and_image_teacher_are_single_graphs():
 
 def test_objective_is_one_graph_whatever_the_audio_mask():
     torch.manual_seed(0)
-    teachers = build_teachers(True, True, N_CLASSES, ImageTeacher(), 16, torch.device("cpu"))
+    teachers = build_teachers(N_CLASSES, torch.device("cpu"), audio=True, image=ImageTeacher(), image_size=16)
     objective, counter = compiled_with_counter(ccl_objective)
     # Masks with 6, 1 and 0 samples with audio: boolean indexing would change shapes (and
     # recompile or break the graph); per-sample weights do not.

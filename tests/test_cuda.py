@@ -114,8 +114,8 @@ def initial_models(config: str = "ai", n_classes: int = N_CLASSES) -> Models:
     if config in ("i", "ai"):
         frames = torch.randn(32, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
         network = calibrate_batchnorm(ImageTeacher(), frames)
-    teachers = build_teachers(config in ("a", "ai"), config in ("i", "ai"), n_classes, network, SIZE,
-                              torch.device("cpu"))
+    teachers = build_teachers(n_classes, torch.device("cpu"), audio=config in ("a", "ai"), image=network,
+                              image_size=SIZE)
     return Models(student, network, teachers)
 
 
@@ -136,7 +136,8 @@ def setup(models: Models, mode: str, compile: bool = False, objective=ccl_object
             network = torch.compile(network)
     names = [t.name for t in models.teachers]
     n_classes = models.student.linear.out_features
-    teachers = build_teachers("audio" in names, "image" in names, n_classes, network, SIZE, CUDA)
+    teachers = build_teachers(n_classes, CUDA, audio="audio" in names, image=network if "image" in names else None,
+                              image_size=SIZE)
     for teacher, initial in zip(teachers, models.teachers):
         teacher.head.load_state_dict(initial.head.state_dict())
         teacher.head.to(dtype)

@@ -81,8 +81,9 @@ def configure(config: str, audio_dim: int = 512, image_dim: int = 512):
     torch.manual_seed(0)
     student = build_student("r21d", 18, N_CLASSES).double()
     use_audio, use_image = {"base": (False, False), "a": (True, False), "i": (False, True), "ai": (True, True)}[config]
-    teacher_list = build_teachers(use_audio, use_image, N_CLASSES, TinyImageNet(image_dim).double(), 16,
-                                  torch.device("cpu"), audio_dim=audio_dim, image_dim=image_dim)
+    teacher_list = build_teachers(N_CLASSES, torch.device("cpu"), audio=use_audio,
+                                  image=TinyImageNet(image_dim).double() if use_image else None, image_size=16,
+                                  audio_dim=audio_dim, image_dim=image_dim)
     for teacher in teacher_list:
         teacher.head.double()
     return student, teacher_list

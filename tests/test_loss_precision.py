@@ -61,7 +61,7 @@ def test_every_loss_gives_its_fp32_value_under_autocast(dtype):
 def heads_and_branches(out: dict[str, torch.Tensor], device: str):
     torch.manual_seed(1)
     # The image features are given: the teacher network itself is never called.
-    teachers = build_teachers(True, True, N_CLASSES, nn.Identity(), 16, torch.device(device))
+    teachers = build_teachers(N_CLASSES, torch.device(device), audio=True, image=nn.Identity(), image_size=16)
     mask = AUDIO_MASK.to(device)
     return teachers, [TeacherInputs(teachers[0], out["audio"], mask),
                       TeacherInputs(teachers[1], out["image"], None)]
@@ -146,7 +146,7 @@ def test_compiled_objective_in_a_bf16_step_gives_fp32_gradients(device, backend)
     for objective in (ccl_objective, torch.compile(ccl_objective, backend=backend)):
         torch.manual_seed(3)
         student = TinyStudent().to(device)
-        teachers = build_teachers(True, True, N_CLASSES, nn.Identity(), 16, device)
+        teachers = build_teachers(N_CLASSES, device, audio=True, image=nn.Identity(), image_size=16)
         teachers[1].features = lambda _: (image, None)
         optimizers = list(make_optimizers(student, heads(teachers), OPTIM).values())
         train_step(student, teachers, batch, optimizers, 0.5, torch.bfloat16, objective)

@@ -54,8 +54,8 @@ def build(data: DataConfig, model: ModelConfig, teachers: TeacherConfig, optim: 
     frame_norm = (make_frame_norm(teachers.image_norm, teachers.image_name, data.mean, data.std)
                   if teachers.image else None)
     network = image_teacher(teachers, frame_norm, train_loader, data, run, device) if teachers.image else None
-    teacher_list = build_teachers(teachers.audio, teachers.image, model.n_classes, network,
-                                  teachers.image_size, device, audio_dim=audio_d,
+    teacher_list = build_teachers(model.n_classes, device, audio=teachers.audio, image=network,
+                                  image_size=teachers.image_size, audio_dim=audio_d,
                                   image_dim=network_feature_dim(network), frame_norm=frame_norm)
     # Heads live outside DDP: identical gradients keep them identical only from an identical start.
     broadcast_from_main(heads(teacher_list))

@@ -70,24 +70,23 @@ def image_features(network: nn.Module, image_size: int,
     return features
 
 
-def build_teachers(use_audio: bool, use_image: bool, n_classes: int,
-                   image_network: nn.Module | None, image_size: int,
-                   device: torch.device, audio_dim: int = FEATURE_DIM, image_dim: int = FEATURE_DIM,
+def build_teachers(n_classes: int, device: torch.device, *, audio: bool, image: nn.Module | None,
+                   image_size: int = 112, audio_dim: int = FEATURE_DIM, image_dim: int = FEATURE_DIM,
                    frame_norm: FrameNorm | None = None) -> list[Teacher]:
     """The teacher list of a configuration: [] (baseline), audio, image, or both.
 
+    audio: distil from the audio features (CCL (A)). image: the frozen image-teacher
+    network (CCL (I)), None for none; it sees frames of `image_size` (`as_teacher_sees`).
     audio_dim / image_dim: D of each teacher's features (512 = the paper's PANNs embedding
     and ResNet-34); each head is built for its D (`models.composition`).
     """
     teachers = []
-    if use_audio:
+    if audio:
         teachers.append(Teacher("audio", composition_head(audio_dim, n_classes).to(device),
                                 AUDIO_TEMPERATURE, audio_features))
-    if use_image:
-        if image_network is None:
-            raise ValueError("--use_image needs an image teacher network")
+    if image is not None:
         teachers.append(Teacher("image", composition_head(image_dim, n_classes).to(device), IMAGE_TEMPERATURE,
-                                image_features(image_network.to(device), image_size, frame_norm)))
+                                image_features(image.to(device), image_size, frame_norm)))
     return teachers
 
 
