@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-STUDENT_DIM = 512
+from models.r21d import FEATURE_DIM as STUDENT_DIM   # every student gives 512-d features
 
 
 class CompositionClassifier(nn.Module):

@@ -26,7 +26,6 @@ from models.torchvision_classifiers import (build_without_classifier, cached_wei
                                             default_weights, weights_url)
 
 DEFAULT_TEACHER = "resnet34"
-FEATURE_DIM = 512
 CALIBRATION_SIZE = 64
 CALIBRATION_FRAMES = 16
 
@@ -38,10 +37,10 @@ class ImageTeacher(ResNet):
     normalized → features t (B, 512), computed without autograd.
     """
     classifier_path = "fc"
-    feature_dim = FEATURE_DIM
 
     def __init__(self):
         super().__init__(BasicBlock, [3, 4, 6, 3])
+        self.feature_dim = self.fc.in_features   # D, read off the classifier it replaces
         self.fc = nn.Identity()
         self.requires_grad_(False)
         self.eval()

@@ -14,7 +14,8 @@ from datasets.config import DataConfig, audio_dim, check_audio_coverage, make_da
 from datasets.device_decode import clip_to_device
 from models import build_student, load_image_teacher
 from models.config import ModelConfig, TeacherConfig
-from models.image_teacher import FEATURE_DIM, calibrate_batchnorm, teacher_frame_size
+from models.composition import STUDENT_DIM
+from models.image_teacher import calibrate_batchnorm, teacher_frame_size
 from training.checkpoint import load_checkpoint
 from training.config import OptimConfig, RunConfig
 from training.device import uses_data_parallel
@@ -108,7 +109,7 @@ def build_loaders(data: DataConfig, run: RunConfig) -> tuple[DataLoader | None, 
         val_loader = build_loader(make_dataset(data, VALIDATION, "val"), batch, shuffle=False,
                                   n_threads=data.n_threads, distributed=is_distributed())
     datasets = [loader.dataset for loader in (train_loader, val_loader) if loader is not None]
-    audio_d = audio_dim(datasets) if data.audio_path is not None and datasets else FEATURE_DIM
+    audio_d = audio_dim(datasets) if data.audio_path is not None and datasets else STUDENT_DIM
     return train_loader, val_loader, audio_d
 
 
@@ -140,7 +141,7 @@ def network_feature_dim(network: nn.Module | None) -> int:
     """D of the image teacher's features (torch.compile keeps the module as `_orig_mod`);
     the paper's 512 without one."""
     if network is None:
-        return FEATURE_DIM
+        return STUDENT_DIM
     return getattr(network, "_orig_mod", network).feature_dim
 
 

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from errors import UserError
-from models.composition import CompositionClassifier, composition_head
-from models.image_teacher import FEATURE_DIM, renormalize, resize_frame
+from models.composition import STUDENT_DIM, CompositionClassifier, composition_head
+from models.image_teacher import renormalize, resize_frame
 from models.torchvision_classifiers import imagenet_mean_std
 from training.batch import Batch
 
@@ -71,14 +71,15 @@ def image_features(network: nn.Module, image_size: int,
 
 
 def build_teachers(n_classes: int, device: torch.device, *, audio: bool, image: nn.Module | None,
-                   image_size: int = 112, audio_dim: int = FEATURE_DIM, image_dim: int = FEATURE_DIM,
+                   image_size: int = 112, audio_dim: int = STUDENT_DIM, image_dim: int = STUDENT_DIM,
                    frame_norm: FrameNorm | None = None) -> list[Teacher]:
     """The teacher list of a configuration: [] (baseline), audio, image, or both.
 
     audio: distil from the audio features (CCL (A)). image: the frozen image-teacher
     network (CCL (I)), None for none; it sees frames of `image_size` (`as_teacher_sees`).
-    audio_dim / image_dim: D of each teacher's features (512 = the paper's PANNs embedding
-    and ResNet-34); each head is built for its D (`models.composition`).
+    audio_dim / image_dim: D of each teacher's features (by default the student's 512, as
+    the paper's PANNs embedding and ResNet-34); each head is built for its D
+    (`models.composition`).
     """
     teachers = []
     if audio:
