@@ -34,11 +34,11 @@ IMAGE_STREAM = 1              # the image set's random stream, apart from the vi
 
 @dataclass(frozen=True)
 class TeacherSettings:
-    images_per_concept: int = 160
+    images_per_concept: int = 128
     held_out_per_concept: int = 40
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 64
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     seed: int = 0
 
 
