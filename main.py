@@ -1,7 +1,9 @@
-"""CCL entry point: train, validate, infer, retrieve (see README.md).
+"""CCL entry point: train, validate, infer, retrieve, report (see README.md).
 
-Data flows one way: files → datasets → batch → student/teachers → losses → step →
-logs and checkpoints; evaluation reads the trained student back.
+One run, top to bottom: `parse_opts` reads the command line and `resolve` checks it and
+turns it into the run's configs; `train_and_evaluate` builds the training
+(`training.build`), trains it (`training.engine`), then evaluates the student
+(`evaluation.pipeline`: val.json, retrieval, report.md). docs/DESIGN.md maps the modules.
 """
 import logging
 import sys
@@ -9,19 +11,70 @@ from pathlib import Path
 
 import torch
 
-from datasets.video_dataset import UnreadableDataError
 from demo.run import run_demo
-from opts import parse_opts
-from training.checkpoint import CheckpointWriteError
-from training.device import describe_device
-from training.distributed import init_from_environment, is_main_process, shutdown
-from training.inputs import UserError, check_inputs
-from training.loop import TrainingStopped
+from errors import RunStopped, UserError
+from evaluation.pipeline import evaluate
+from opts import Config, parse_opts, resolve
+from training.build import build
+from training.checkpoint import unwrap
+from training.device import describe_device, select_device
+from training.distributed import is_main_process, shutdown
+from training.engine import Engine
 from training.result_folder import hold_result_folder, interruption_summary
-from training.session import run as run_session
-from util_scripts.pyav import MissingPyAV
+from training.precision import speed_mode
 
 log = logging.getLogger("ccl")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 2 a mistake in the options or data (nothing was built); 1 the run
+    started but could not go on; 130 interrupted (Ctrl-C)."""
+    opt = parse_opts(argv)
+    try:
+        if opt.demo:
+            return run_demo(opt, train_and_evaluate)
+        config = resolve(opt)
+        with hold_result_folder(config.run.result_path):
+            run(config)
+    except KeyboardInterrupt:
+        if opt.demo:
+            raise
+        print(interruption_summary(Path(opt.result_path), training=not opt.no_train), file=sys.stderr)
+        return 130
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RunStopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(config: Config) -> dict:
+    """The run on its device, logged to stderr and `<result_path>/run.log`."""
+    device = select_device(config.run)
+    setup_logging(config.run.result_path)
+    log.info("device: %s", describe_device(device, config.run.no_cuda, config.run.exact))
+    try:
+        return train_and_evaluate(config, device)
+    finally:
+        shutdown()
+
+
+def train_and_evaluate(config: Config, device: torch.device) -> dict:
+    """Train (or validate a checkpoint), then evaluate the student as the options ask.
+    Returns the best validation accuracy and the evaluation's numbers."""
+    training = build(config.data, config.model, config.teachers, config.optim, config.run, device)
+    engine = Engine(training.state, config.data, config.optim, config.run, device)
+    if training.train_loader is not None:
+        engine.fit(training.train_loader, training.val_loader)
+    elif training.val_loader is not None:
+        engine.validate_only(training.val_loader)
+    results = {"best_val_acc": training.state.best_acc}
+    if config.eval.wanted:
+        student = unwrap(training.state.student)
+        results.update(evaluate(config.eval, config.data, student, device, speed_mode(device, config.run.exact)))
+    return results
 
 
 def setup_logging(result_path: Path) -> None:
@@ -30,56 +83,6 @@ def setup_logging(result_path: Path) -> None:
     if is_main_process():
         handlers.append(logging.FileHandler(result_path / "run.log"))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
-
-
-def select_device(opt) -> torch.device:
-    use_cuda = torch.cuda.is_available() and not opt.no_cuda
-    if opt.distributed:
-        return init_from_environment(use_cuda)
-    return torch.device("cuda" if use_cuda else "cpu")
-
-
-def run(opt) -> dict:
-    """Everything the options ask for, in order: train/validate, infer, retrieve, report.
-    Returns the final metrics."""
-    device = select_device(opt)
-    setup_logging(Path(opt.result_path))
-    log.info("device: %s", describe_device(device, opt.no_cuda, opt.exact))
-    try:
-        return run_session(opt, device)
-    finally:
-        shutdown()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done; 2 a mistake in the options or data (nothing was built); 1 the run
-    started but could not go on; 130 interrupted (Ctrl-C)."""
-    opt = parse_opts(argv)
-    if opt.demo:
-        try:
-            return run_demo(opt)
-        except MissingPyAV as e:   # the demo encodes and converts videos
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    try:
-        check_inputs(opt)
-        with hold_result_folder(Path(opt.result_path)):
-            run(opt)
-    except KeyboardInterrupt:
-        print(interruption_summary(Path(opt.result_path), training=not opt.no_train), file=sys.stderr)
-        return 130
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (TrainingStopped, CheckpointWriteError) as e:
-        # The run started but cannot go on; the newest checkpoint on disk is complete.
-        print(f"error: training stopped: {e}", file=sys.stderr)
-        return 1
-    except UnreadableDataError as e:
-        # Training, validation or inference found nothing readable (the message names a file).
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,14 +1,27 @@
-"""Every command-line option, with the original release's flag names where it had them."""
+"""Every command-line option, with the original release's flag names where it had them, and
+the one place that reads them: `resolve` checks them and turns them into the configs of a run.
+"""
 import argparse
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
-MEAN_STD = {
-    "kinetics": ([0.4345, 0.4051, 0.3775], [0.2768, 0.2713, 0.2737]),
-    "activitynet": ([0.4477, 0.4209, 0.3906], [0.2767, 0.2695, 0.2714]),
-    "0.5": ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
-}
+from datasets import TESTING, TRAINING, VALIDATION, check_audio_classes, check_n_classes, load_annotation
+from datasets.config import DataConfig
+from datasets.transforms import MEAN_STD, normalization_stats
+from errors import MissingFileError, UserError
+from evaluation.config import EvalConfig
+from models import STUDENT_NAMES
+from models.config import ModelConfig, TeacherConfig
+from models.image_teacher import default_weights_path, missing_weights_message
+from models.torchvision_classifiers import check_name
+from training.checkpoint import latest_checkpoint
+from training.config import OptimConfig, RunConfig
+from training.distributed import check_torchrun
+from training.run_options import recorded_options
 
-SUBSETS = {"train": "training", "val": "validation", "test": "testing"}
+# --inference_subset → the annotation's subset names.
+SUBSETS = {"train": TRAINING, "val": VALIDATION, "test": TESTING}
 
 
 def non_negative_int(text: str) -> int:
@@ -54,19 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("--n_val_samples", default=3, type=int, help="evenly spaced clips per validation video")
 
     model = p.add_argument_group("model")
-    model.add_argument("--model", default="r21d", choices=["r21d", "r21d_std", "r3d_18", "mc3_18", "r2plus1d_18"],
+    model.add_argument("--model", default="r21d", choices=STUDENT_NAMES,
                        help="student; r21d depth 18 is the original's one-block-per-stage network")
     model.add_argument("--model_depth", default=18, type=int, choices=[18, 34])
     model.add_argument("--pretrain_path", default=None, type=Path, help="local Kinetics checkpoint for the student")
 
     ccl = p.add_argument_group("distillation")
     ccl.add_argument("--use_audio", action="store_true", help="distill from the audio features (CCL (A))")
-    ccl.add_argument("--use_image", action="store_true", help="distill from the ImageNet ResNet-34 (CCL (I))")
+    ccl.add_argument("--use_image", action="store_true", help="distill from the ImageNet image teacher (CCL (I))")
     ccl.add_argument("--loss_weight", default=0.5, type=float, help="w of CCL (AI) (SPEC §3)")
     ccl.add_argument("--image_size", default=112, type=int,
                      help="frame size the image teacher sees (resized when larger than --sample_size)")
+    # Image teachers other than the paper's (README "Other teachers").
+    ccl.add_argument("--image_teacher", default="resnet34",
+                     help="torchvision classification model used as image teacher, e.g. vit_b_16, "
+                          "convnext_tiny, efficientnet_b0 (resnet34: the paper's)")
     ccl.add_argument("--image_teacher_weights", default=None, type=Path,
-                     help="ResNet-34 ImageNet state dict (default: torchvision's cache)")
+                     help="the image teacher's ImageNet state dict (default: torchvision's cache file "
+                          "of its default weights)")
+    ccl.add_argument("--image_teacher_norm", default="clip", choices=["clip", "imagenet"],
+                     help="clip: the teacher sees the frame normalized as the clip (the original); "
+                          "imagenet: re-normalized to the teacher's ImageNet mean/std")
 
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--learning_rate", default=0.001, type=float)
@@ -128,13 +149,147 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_opts(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, relative paths under --root_path when it is given."""
     opt = build_parser().parse_args(argv)
     if opt.root_path is not None:
         for name in ("video_path", "audio_path", "annotation_path", "result_path", "pretrain_path"):
             value = getattr(opt, name)
             if value is not None and not value.is_absolute():
                 setattr(opt, name, opt.root_path / value)
-    mean, std = MEAN_STD[opt.mean_dataset]
-    opt.mean = [0.0, 0.0, 0.0] if opt.no_mean_norm else mean
-    opt.std = [1.0, 1.0, 1.0] if opt.no_std_norm else std
     return opt
+
+
+@dataclass(frozen=True)
+class Config:
+    """A run, resolved: one config per consumer, defined where it is consumed."""
+    data: DataConfig
+    model: ModelConfig
+    teachers: TeacherConfig
+    optim: OptimConfig
+    run: RunConfig
+    eval: EvalConfig
+
+
+def resolve(opt: argparse.Namespace) -> Config:
+    """Check everything a user can get wrong, then the options as a run's configs. Raises a
+    UserError naming the first mistake, before anything is built."""
+    check_inputs(opt)
+    resume_path = resume_checkpoint(opt)
+    check_combinations(opt)
+    return Config(data=data_config(opt), model=model_config(opt), teachers=teacher_config(opt),
+                  optim=optim_config(opt), run=run_config(opt, resume_path), eval=eval_config(opt))
+
+
+def data_config(opt: argparse.Namespace) -> DataConfig:
+    mean, std = normalization_stats(opt.mean_dataset, opt.no_mean_norm, opt.no_std_norm)
+    return DataConfig(
+        video_path=opt.video_path, annotation_path=opt.annotation_path,
+        audio_path=opt.audio_path if opt.use_audio else None,
+        audio_cache_fallback=Path(opt.result_path) / ".ccl_cache",
+        sample_size=opt.sample_size, sample_duration=opt.sample_duration, t_stride=opt.sample_t_stride,
+        crop_scale=(opt.train_crop_min_scale, 1.0),
+        crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
+        hflip=not opt.no_hflip, n_val_clips=opt.n_val_samples, inference_stride=opt.inference_stride,
+        strict=opt.strict_data, reduced_decode=opt.eval_reduced_decode, gpu_decode=opt.gpu_decode,
+        mean=mean, std=std, batch_size=opt.batch_size, n_threads=opt.n_threads)
+
+
+def model_config(opt: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(name=opt.model, depth=opt.model_depth, n_classes=opt.n_classes,
+                       pretrain_path=opt.pretrain_path)
+
+
+def teacher_config(opt: argparse.Namespace) -> TeacherConfig:
+    return TeacherConfig(audio=opt.use_audio, image=opt.use_image, image_name=opt.image_teacher,
+                         image_size=opt.image_size, image_weights=opt.image_teacher_weights,
+                         image_norm=opt.image_teacher_norm, allow_untrained=opt.allow_untrained_teacher)
+
+
+def optim_config(opt: argparse.Namespace) -> OptimConfig:
+    return OptimConfig(learning_rate=opt.learning_rate, momentum=opt.momentum, dampening=opt.dampening,
+                       weight_decay=opt.weight_decay, nesterov=opt.nesterov,
+                       milestones=tuple(opt.multistep_milestones), loss_weight=opt.loss_weight)
+
+
+def run_config(opt: argparse.Namespace, resume_path: str | None) -> RunConfig:
+    """The run's settings; its `options`, opts.json's content, are every option, the
+    normalization and the checkpoint to resume as they are used."""
+    mean, std = normalization_stats(opt.mean_dataset, opt.no_mean_norm, opt.no_std_norm)
+    options = recorded_options({**vars(opt), "mean": list(mean), "std": list(std), "resume_path": resume_path})
+    return RunConfig(
+        result_path=Path(opt.result_path), train=not opt.no_train, validate=not opt.no_val,
+        n_epochs=opt.n_epochs, val_freq=opt.val_freq, checkpoint_every=opt.checkpoint,
+        resume_path=None if resume_path is None else Path(resume_path),
+        allow_changed_options=opt.allow_changed_options, seed=opt.manual_seed,
+        max_nonfinite_steps=opt.max_nonfinite_steps, max_bad_samples=opt.max_bad_samples,
+        tensorboard=opt.tensorboard, no_cuda=opt.no_cuda, distributed=opt.distributed, exact=opt.exact,
+        compile=opt.compile, options=options)
+
+
+def eval_config(opt: argparse.Namespace) -> EvalConfig:
+    return EvalConfig(
+        result_path=Path(opt.result_path), inference=opt.inference, subset=SUBSETS[opt.inference_subset],
+        predictions_file=f"{opt.inference_subset}.json", output_topk=opt.output_topk,
+        retrieval=opt.retrieval, report=opt.report, batch_size=opt.inference_batch_size,
+        training_batch_size=opt.batch_size)
+
+
+def check_inputs(opt: argparse.Namespace) -> None:
+    """The paths, the annotation and the weight files the options name (UserError)."""
+    if opt.no_train and opt.no_val and not (opt.inference or opt.retrieval):
+        raise UserError("nothing to do: --no_train and --no_val without --inference or --retrieval")
+    if opt.annotation_path is None:
+        raise UserError("--annotation_path is required (see dataset/README.md)")
+    if opt.video_path is None or not Path(opt.video_path).is_dir():
+        raise MissingFileError(f"--video_path {opt.video_path} does not exist "
+                               "(run util_scripts/generate_video_hdf5.py first, see dataset/README.md)")
+    annotation = load_annotation(opt.annotation_path)
+    if opt.use_audio:
+        check_audio_classes(annotation, opt.audio_path)
+    check_n_classes(annotation, opt.n_classes)
+    if opt.use_image:
+        check_image_teacher(opt)
+    if opt.pretrain_path is not None and not Path(opt.pretrain_path).is_file():
+        raise MissingFileError(f"--pretrain_path {opt.pretrain_path} does not exist")
+
+
+def check_image_teacher(opt: argparse.Namespace) -> None:
+    """--use_image: a supported --image_teacher whose weights file exists (unless the
+    untrained fallback is allowed). Raises UserError."""
+    check_name(opt.image_teacher)
+    if opt.allow_untrained_teacher:
+        return
+    if opt.image_teacher_weights:
+        if not Path(opt.image_teacher_weights).is_file():
+            raise MissingFileError(f"--image_teacher_weights {opt.image_teacher_weights} does not exist")
+    elif not default_weights_path(opt.image_teacher).is_file():
+        raise MissingFileError(missing_weights_message(opt.image_teacher, default_weights_path(opt.image_teacher)))
+
+
+def resume_checkpoint(opt: argparse.Namespace) -> str | None:
+    """The checkpoint to resume or evaluate: --resume_path, `latest` and --auto_resume being
+    the newest in --result_path (UserError when there is none to find)."""
+    resume_path = opt.resume_path
+    if resume_path == "latest" or (opt.auto_resume and resume_path is None):
+        found = latest_checkpoint(opt.result_path)
+        if found is None and resume_path == "latest":
+            raise UserError(f"--resume_path latest: no save_*.pth in {opt.result_path} "
+                            f"(check --result_path, or use --auto_resume to start afresh when there is none)")
+        resume_path = None if found is None else str(found)
+    if resume_path is not None and not Path(resume_path).is_file():
+        raise MissingFileError(f"--resume_path {resume_path} does not exist (pass a save_<epoch>.pth file, "
+                               f"or 'latest' for the newest in --result_path)")
+    if opt.no_train and resume_path is None and (opt.inference or opt.retrieval):
+        raise UserError("--no_train with --inference/--retrieval evaluates a trained model: pass --resume_path")
+    return resume_path
+
+
+def check_combinations(opt: argparse.Namespace) -> None:
+    """Options that exclude each other, and what --distributed needs (UserError)."""
+    if opt.gpu_decode and opt.eval_reduced_decode:
+        raise UserError("--eval_reduced_decode decodes at reduced scale on the CPU, --gpu_decode decodes "
+                        "full-size frames on the device: drop one of them")
+    if opt.batch_size < 1 or opt.n_epochs < 0:
+        raise UserError("--batch_size must be ≥ 1 and --n_epochs ≥ 0")
+    if opt.distributed:
+        check_torchrun(opt.batch_size, os.environ)

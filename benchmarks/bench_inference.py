@@ -38,13 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets import collate  # noqa: E402
 from datasets.loader import batches  # noqa: E402
 from datasets.synthetic import write_synthetic_dataset  # noqa: E402
+from datasets.config import DataConfig, make_dataset  # noqa: E402
 from evaluation.pipeline import inference_batch_size, predict_subset  # noqa: E402
 from models import build_student  # noqa: E402
-from opts import parse_opts  # noqa: E402
+from opts import parse_opts, resolve  # noqa: E402
 from training.batch import model_input  # noqa: E402
-from training.data import make_dataset  # noqa: E402
-from training.session import epoch_settings  # noqa: E402
-from training.step import configure_backends  # noqa: E402
+from training.precision import SpeedMode, configure_backends, speed_mode  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,30 +86,30 @@ def rss_gb() -> float:
 
 def run_case(args: argparse.Namespace, result_path: Path) -> dict:
     n_classes = len(json.loads(args.annotation_path.read_text())["labels"])
-    opt = parse_opts(["--video_path", str(args.video_path), "--annotation_path",
-                      str(args.annotation_path), "--result_path", str(result_path),
-                      "--n_classes", str(n_classes), "--batch_size", str(args.batch_size),
-                      "--n_threads", str(args.n_threads), "--sample_size", str(args.sample_size),
-                      "--sample_duration", str(args.sample_duration), "--inference",
-                      "--inference_batch_size", args.case.partition(":")[2] or "0",
-                      *(["--no_cuda"] if args.device == "cpu" else [])])
+    config = resolve(parse_opts([
+        "--video_path", str(args.video_path), "--annotation_path", str(args.annotation_path),
+        "--result_path", str(result_path), "--n_classes", str(n_classes), "--batch_size", str(args.batch_size),
+        "--n_threads", str(args.n_threads), "--sample_size", str(args.sample_size),
+        "--sample_duration", str(args.sample_duration), "--inference",
+        "--inference_batch_size", args.case.partition(":")[2] or "0",
+        *(["--no_cuda"] if args.device == "cpu" else [])]))
     device = torch.device(args.device)
     configure_backends(device)
-    settings = epoch_settings(opt, device, 0)
-    student = build_student(opt.model, opt.model_depth, n_classes).to(device)
-    if settings.channels_last:
+    mode = speed_mode(device, exact=False)
+    student = build_student(config.model.name, config.model.depth, n_classes).to(device)
+    if mode.channels_last:
         student = student.to(memory_format=torch.channels_last_3d)
     before = rss_gb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     if args.case == "original":
-        n_videos, n_windows = original_inference(opt, student, args.subset, settings, device)
+        n_videos, n_windows = original_inference(config.data, student, args.subset, mode, device)
         batch: int | str = "video"
     else:
-        dataset, _ = predict_subset(opt, student, args.subset, settings, device)
+        dataset, _ = predict_subset(config.eval, config.data, student, args.subset, device, mode)
         n_videos, n_windows = dataset.n_videos, len(dataset)
-        batch = inference_batch_size(opt, device)
+        batch = inference_batch_size(config.eval, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -129,22 +128,21 @@ def run_case(args: argparse.Namespace, result_path: Path) -> dict:
     return record
 
 
-def original_inference(opt, student, subset: str, settings, device) -> tuple[int, int]:
+def original_inference(data: DataConfig, student, subset: str, mode: SpeedMode, device) -> tuple[int, int]:
     """The original's inference loop: one video's windows per batch (its multi-clip
     dataset), softmax scores averaged per video. Returns (videos, windows)."""
-    dataset = make_dataset(opt, subset, "inference")
+    dataset = make_dataset(data, subset, "inference")
     per_video = [[] for _ in range(dataset.n_videos)]
     for item, video in enumerate(dataset.item_video_index.tolist()):
         per_video[video].append(item)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=per_video, collate_fn=collate,
-                                         num_workers=opt.n_threads)
+                                         num_workers=data.n_threads)
     student.eval()
     with torch.inference_mode():
         for batch in batches(loader, "original inference"):
-            clip = model_input(batch["clip"].to(device), settings.mean, settings.std,
-                               settings.channels_last)
-            with torch.autocast(device.type, dtype=settings.autocast_dtype,
-                                enabled=settings.autocast_dtype is not None):
+            clip = model_input(batch["clip"].to(device), data.mean, data.std, mode.channels_last)
+            with torch.autocast(device.type, dtype=mode.autocast_dtype,
+                                enabled=mode.autocast_dtype is not None):
                 logits, _ = student(clip)
             logits.float().softmax(dim=1).mean(dim=0).cpu()
     return dataset.n_videos, len(dataset)

@@ -30,23 +30,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.original_step import TrackedImageTeacher, original_step  # noqa: E402
 from datasets.progress import Progress, progress  # noqa: E402
+from datasets.transforms import KINETICS_MEAN, KINETICS_STD  # noqa: E402
+from errors import UserError  # noqa: E402
 from models import build_student  # noqa: E402
 from models.image_teacher import ImageTeacher, calibrate_batchnorm  # noqa: E402
-from opts import parse_opts  # noqa: E402
+from opts import optim_config, parse_opts  # noqa: E402
 from training.batch import to_device_batch  # noqa: E402
 from training.objective import ccl_objective  # noqa: E402
 from training.optim import make_optimizers  # noqa: E402
-from training.step import configure_backends, speed_mode, train_step  # noqa: E402
+from training.precision import configure_backends, speed_mode  # noqa: E402
+from training.step import train_step  # noqa: E402
 from training.teachers import build_teachers, heads  # noqa: E402
 
 CONFIGS = {"base": (False, False), "a": (True, False), "i": (False, True), "ai": (True, True)}
 NO_AUDIO_SHARE = 0.1     # UCF51 has 8 of 4,901 training videos without audio; 10% stresses it
 BATCH_POOL = 2           # distinct synthetic batches, cycled
 SEED = 0
-
-
-class UserError(Exception):
-    """A wrong option; printed as one `error:` line without a traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,48 +115,49 @@ def synthetic_batches(batch_size: int, duration: int, size: int, n_classes: int,
     return batches
 
 
-def untrained_image_teacher(batches: list[dict], opt, device: torch.device) -> ImageTeacher:
+def untrained_image_teacher(batches: list[dict], device: torch.device) -> ImageTeacher:
     """Random ResNet-34 with BatchNorm calibrated on the batches' first frames (finite
     features without a weights file; speed does not depend on the weight values)."""
-    frames = torch.cat([to_device_batch(b, device, opt.mean, opt.std, 0).clip[:, :, 0] for b in batches])
+    frames = torch.cat([to_device_batch(b, device, KINETICS_MEAN, KINETICS_STD, 0).clip[:, :, 0] for b in batches])
     return calibrate_batchnorm(ImageTeacher().to(device), frames)
 
 
 def make_step(args: argparse.Namespace, batches: list[dict], device: torch.device
               ) -> Callable[[dict, int], None]:
-    """Build models and optimizers as training does; return `step(sample, frame_index)`."""
-    opt = parse_opts([])
-    opt.n_classes, opt.sample_size, opt.image_size = args.n_classes, args.sample_size, args.sample_size
+    """Build models and optimizers as training does, with the default training options;
+    return `step(sample, frame_index)`."""
+    optim = optim_config(parse_opts([]))
     use_audio, use_image = CONFIGS[args.config]
     student = build_student("r21d", 18, args.n_classes).to(device)
-    network = untrained_image_teacher(batches, opt, device) if use_image else None
+    network = untrained_image_teacher(batches, device) if use_image else None
     if network is not None and args.compile:
         network = torch.compile(network)
-    teachers = build_teachers(use_audio, use_image, args.n_classes, network, opt.image_size, device)
+    teachers = build_teachers(use_audio, use_image, args.n_classes, network, args.sample_size, device)
     student.train()
 
     # As training sets them: PyTorch's default matmul precision, the original's.
     configure_backends(device)
     if args.impl == "original":
         head_modules = {t.name: t.head for t in teachers}
-        optimizers = make_optimizers(student, heads(teachers), opt, fused=False)
+        optimizers = make_optimizers(student, heads(teachers), optim, fused=False)
         tracked = TrackedImageTeacher(network) if use_image else None
 
         def step(sample: dict, frame_index: int) -> None:
-            batch = to_device_batch(sample, device, opt.mean, opt.std, frame_index)
-            original_step(student, head_modules, tracked, batch, optimizers, opt.loss_weight)
+            batch = to_device_batch(sample, device, KINETICS_MEAN, KINETICS_STD, frame_index)
+            original_step(student, head_modules, tracked, batch, optimizers, optim.loss_weight)
         return step
 
     mode = speed_mode(device, args.exact)
     if mode.channels_last:
         student = student.to(memory_format=torch.channels_last_3d)
-    optimizers = list(make_optimizers(student, heads(teachers), opt, fused=device.type == "cuda").values())
+    optimizers = list(make_optimizers(student, heads(teachers), optim, fused=device.type == "cuda").values())
     model = torch.compile(student) if args.compile else student
     objective = torch.compile(ccl_objective) if args.compile else ccl_objective
 
     def step(sample: dict, frame_index: int) -> None:
-        batch = to_device_batch(sample, device, opt.mean, opt.std, frame_index, channels_last=mode.channels_last)
-        train_step(model, teachers, batch, optimizers, opt.loss_weight, mode.autocast_dtype, objective)
+        batch = to_device_batch(sample, device, KINETICS_MEAN, KINETICS_STD, frame_index,
+                                channels_last=mode.channels_last)
+        train_step(model, teachers, batch, optimizers, optim.loss_weight, mode.autocast_dtype, objective)
     return step
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's GPU check, one command: the CUDA tests, then the training-step benchmark
-# cells in priority order, then the JPEG decode and end-to-end training benchmarks.
+# cells in priority order (the lower ones only while the end-to-end runs keep their
+# reserve), then the end-to-end training and JPEG decode benchmarks, then profiles of the
+# batch-16 step.
 #
 #   bash benchmarks/gpu_check.sh [RESULTS_DIR]
 #
@@ -21,7 +23,8 @@ RESULTS=${1:-${GPU_CHECK_RESULTS:-benchmarks/results/gpu_check}}
 PYTHON=${PYTHON:-python3}
 BUDGET_S=${BUDGET_S:-450}
 DEVICE=${DEVICE:-cuda}
-E2E_RESERVE_S=100           # kept for the end-to-end runs while the lower-priority cells run
+E2E_RESERVE_S=200           # kept for the end-to-end runs while the lower-priority cells run
+RESERVE=0                   # seconds run_json leaves unused at the end of the budget
 mkdir -p "$RESULTS"
 JSONL=$RESULTS/results.jsonl
 LOG=$RESULTS/bench.log
@@ -29,14 +32,19 @@ export PYTHONUNBUFFERED=1
 START=$SECONDS
 
 left() { echo $((BUDGET_S - (SECONDS - START))); }
+usable() { echo $(($(left) - RESERVE)); }
 
 # run_json LIMIT_S NAME CMD...: run a benchmark command with at most LIMIT_S seconds (and
 # never past the budget); its JSON lines go to results.jsonl, the rest to bench.log.
 run_json() {
     local limit=$1 name=$2; shift 2
-    local remaining; remaining=$(left)
+    local remaining; remaining=$(usable)
     if [ "$remaining" -le 5 ]; then
-        echo "skipped (time budget): $name" | tee -a "$LOG"
+        if [ "$RESERVE" -gt 0 ]; then
+            echo "skipped (kept for end to end): $name" | tee -a "$LOG"
+        else
+            echo "skipped (time budget): $name" | tee -a "$LOG"
+        fi
         return
     fi
     [ "$limit" -gt "$remaining" ] && limit=$remaining
@@ -61,7 +69,7 @@ print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else '
 
 # 1. CUDA tests (every test marked `cuda`), with their measured errors.
 echo "== CUDA tests" >>"$LOG"
-timeout --signal=KILL 200 "$PYTHON" -m pytest -m cuda -q -s -rA -p no:cacheprovider \
+timeout --signal=KILL 200 "$PYTHON" -m pytest -m cuda -q -s -rA -p no:cacheprovider --durations=10 \
     $(grep -l "pytest.mark.cuda" tests/test_*.py) >"$RESULTS/tests.log" 2>&1
 echo "CUDA tests: exit $? after $((SECONDS - START)) s" | tee -a "$LOG"
 
@@ -83,31 +91,38 @@ cells() {   # cells CONFIG BATCH MODE...
 }
 cells ai 16 original exact default compile
 cells base 16 original exact default compile
+RESERVE=$E2E_RESERVE_S      # the cells below only run while the end-to-end runs keep their time
 cells ai 64 original exact default compile
 cells base 64 original exact default compile
 for config in a i; do
     for batch in 16 64; do
-        if [ "$(left)" -gt "$E2E_RESERVE_S" ]; then
-            cells "$config" "$batch" original default
-        else
-            echo "skipped (kept for end to end): step $config b$batch" | tee -a "$LOG"
-        fi
+        cells "$config" "$batch" original default
     done
 done
+RESERVE=0
 
-# 3. JPEG decode throughput (CPU workers' decoder against nvJPEG), then end-to-end training
-# (loader and step, main.py) on synthetic 320x240 videos, CPU decode and --gpu_decode.
-run_json 40 "decode" "$PYTHON" benchmarks/bench_decode.py --device $DEVICE
+# 3. End-to-end training (loader and step, main.py) on synthetic 320x240 videos, frames
+# decoded on the GPU and by the CPU workers; then JPEG decode throughput alone (the CPU
+# workers' decoder against nvJPEG).
 if [ "$(left)" -gt 30 ]; then
     DATA=$(mktemp -d)
     timeout "$(left)" "$PYTHON" -c \
-        "from datasets.synthetic import write_synthetic_dataset as w; w('$DATA', 1600, 32, 51)" 2>>"$LOG"
+        "from datasets.synthetic import write_synthetic_dataset as w; w('$DATA', 960, 32, 51)" 2>>"$LOG"
     E2E="$PYTHON benchmarks/bench_end_to_end.py --video_path $DATA/hdf5 --annotation_path $DATA/synthetic.json
         --audio_path $DATA/audio --config ai --batch_size 64 --n_threads 16 --device $DEVICE --epochs 2"
-    run_json 120 "end to end ai b64 compile gpu_decode" $E2E --compile --gpu_decode
+    run_json 150 "end to end ai b64 compile gpu_decode" $E2E --compile --gpu_decode
     run_json 120 "end to end ai b64 compile" $E2E --compile
     rm -rf "$DATA"
 else
     echo "skipped (time budget): end to end" | tee -a "$LOG"
 fi
+run_json 40 "decode" "$PYTHON" benchmarks/bench_decode.py --device $DEVICE
+
+# 4. Where the batch-16 step's time goes (host launches against device work), with what
+# is left.
+PROFILE="$PYTHON benchmarks/profile_step.py --device $DEVICE --config ai --batch_size 16"
+run_json 60 "profile ai b16 default" $PROFILE
+run_json 60 "profile base b16 default" $PROFILE --config base
+run_json 120 "profile ai b16 compile" $PROFILE --compile --warmup 8
+run_json 150 "profile ai b16 compile reduce-overhead" $PROFILE --compile --compile_mode reduce-overhead --warmup 8
 echo "gpu_check done in $((SECONDS - START)) s" | tee -a "$LOG"

@@ -12,7 +12,10 @@ from typing import NamedTuple
 
 import h5py
 
-SUBSETS = ("training", "validation", "testing")
+from errors import MissingFileError, UserError
+
+TRAINING, VALIDATION, TESTING = "training", "validation", "testing"
+SUBSETS = (TRAINING, VALIDATION, TESTING)
 logger = logging.getLogger(__name__)
 
 
@@ -54,31 +57,31 @@ def load_annotation(path: str | Path) -> Annotation:
     """Read and validate the annotation JSON; every problem is a one-line error naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} does not exist (--annotation_path; build "
-                                f"it with util_scripts/ucf101_json.py, see dataset/README.md)")
+        raise MissingFileError(f"annotation file {path} does not exist (--annotation_path; build "
+                               f"it with util_scripts/ucf101_json.py, see dataset/README.md)")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a valid JSON file ({e})") from None
+        raise UserError(f"{path}: not a valid JSON file ({e})") from None
     if not isinstance(data, dict) or "labels" not in data or "database" not in data:
-        raise ValueError(f"{path}: an annotation JSON needs the keys 'labels' and 'database' "
-                         f"(SPEC §1)")
+        raise UserError(f"{path}: an annotation JSON needs the keys 'labels' and 'database' "
+                        f"(SPEC §1)")
     labels, database = data["labels"], data["database"]
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise ValueError(f"{path}: 'labels' must be a list of class names")
+        raise UserError(f"{path}: 'labels' must be a list of class names")
     if not isinstance(database, dict):
-        raise ValueError(f"{path}: 'database' must map sample ids to entries")
+        raise UserError(f"{path}: 'database' must map sample ids to entries")
     return Annotation(path, labels, database)
 
 
 def check_n_classes(annotation: Annotation | str | Path, n_classes: int) -> None:
-    """Raise a one-line ValueError when --n_classes disagrees with the annotation's label list."""
+    """Raise a one-line UserError when --n_classes disagrees with the annotation's label list."""
     if not isinstance(annotation, Annotation):
         annotation = load_annotation(annotation)
     n = len(annotation.labels)
     if n != n_classes:
-        raise ValueError(f"--n_classes {n_classes} but {annotation.path} lists {n} labels: "
-                         f"pass --n_classes {n}")
+        raise UserError(f"--n_classes {n_classes} but {annotation.path} lists {n} labels: "
+                        f"pass --n_classes {n}")
 
 
 def classes_without_audio_folder(annotation: Annotation, audio_path: str | Path) -> list[str]:
@@ -89,6 +92,25 @@ def classes_without_audio_folder(annotation: Annotation, audio_path: str | Path)
     audio_path = Path(audio_path)
     missing = [label for label in annotation.labels if not (audio_path / label).is_dir()]
     return [] if len(missing) == len(annotation.labels) else missing
+
+
+def check_audio_classes(annotation: Annotation, audio_path: Path | None) -> None:
+    """With audio: the audio features exist, and every class of the annotation has its
+    folder when they are laid out by class. The original kept only the classes with a
+    folder but with the annotation's class ids (UCF101's, up to 100, under --n_classes 51)
+    and validated on every class; the paper's setting is the UCF51 annotation, built from
+    the audio folders, so a UCF101 annotation is a UserError that names it."""
+    if audio_path is None or not Path(audio_path).is_dir():
+        raise UserError(f"--use_audio needs --audio_path with the audio features; {audio_path} does not exist "
+                        "(unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
+    missing = classes_without_audio_folder(annotation, audio_path)
+    if missing:
+        n = len(annotation.labels)
+        raise UserError(f"--use_audio: {len(missing)} of the {n} classes of {annotation.path} have no folder under "
+                        f"--audio_path {audio_path} (first: {', '.join(missing[:3])}); the paper trains only the "
+                        f"classes with audio: build that annotation with util_scripts/ucf101_json.py --audio_path "
+                        f"{audio_path} (it writes ucf51_01.json for split 1) and pass it with "
+                        f"--n_classes {n - len(missing)}")
 
 
 def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
@@ -105,15 +127,15 @@ def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
         raise ValueError(f"subset {subset!r} is not one of {', '.join(SUBSETS)}")
     video_path = Path(video_path)
     if not video_path.is_dir():
-        raise FileNotFoundError(f"--video_path {video_path} does not exist "
-                                f"(run util_scripts/generate_video_hdf5.py first)")
+        raise MissingFileError(f"--video_path {video_path} does not exist "
+                               f"(run util_scripts/generate_video_hdf5.py first)")
     if audio_path is not None and not Path(audio_path).is_dir():
-        raise FileNotFoundError(f"--audio_path {audio_path} does not exist")
+        raise MissingFileError(f"--audio_path {audio_path} does not exist")
     class_index = {name: i for i, name in enumerate(annotation.labels)}
     entries = [(k, v) for k, v in annotation.database.items()
                if isinstance(v, dict) and v.get("subset") == subset]
     if not entries:
-        raise ValueError(f"{annotation.path}: no samples with subset {subset!r}")
+        raise UserError(f"{annotation.path}: no samples with subset {subset!r}")
 
     # Paths are built and tested as strings: pathlib costs several times the stat call
     # itself, which matters at 100,000s of samples.
@@ -145,12 +167,12 @@ def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
         message = (f"{annotation.path}: {len(ids)} of {len(entries)} {subset!r} samples {why} "
                    f"(first: {', '.join(ids[:5])})")
         if strict:
-            raise FileNotFoundError(f"{message}; --strict_data makes this an error: supply those "
-                                    f"videos or drop --strict_data to leave them out")
+            raise MissingFileError(f"{message}; --strict_data makes this an error: supply those "
+                                   f"videos or drop --strict_data to leave them out")
         warnings.warn(f"{message} and are left out", stacklevel=2)
     if not samples:
-        raise FileNotFoundError(f"{annotation.path}: none of the {subset!r} samples could be "
-                                f"found under {video_path} (check --video_path)")
+        raise MissingFileError(f"{annotation.path}: none of the {subset!r} samples could be "
+                               f"found under {video_path} (check --video_path)")
     if audio_path is not None:
         n_no_audio = sum(s.audio_path is None for s in samples)
         logger.info("%s %s: %d of %d samples have no audio feature under %s",
@@ -174,13 +196,13 @@ def _label_and_stem(annotation: Annotation, class_index: dict[str, int], sample_
     elif name in class_index:
         label = class_index[name]
     else:
-        raise ValueError(f"{annotation.path}: sample {sample_id} has label {name!r}, "
-                         f"which is not in 'labels'")
+        raise UserError(f"{annotation.path}: sample {sample_id} has label {name!r}, "
+                        f"which is not in 'labels'")
     stem = entry.get("video")
     if stem is None:
         if name is None:
-            raise ValueError(f"{annotation.path}: unlabeled sample {sample_id} needs a 'video' "
-                             f"entry (the HDF5 path stem)")
+            raise UserError(f"{annotation.path}: unlabeled sample {sample_id} needs a 'video' "
+                            f"entry (the HDF5 path stem)")
         stem = f"{name}/{sample_id}"
     return label, stem
 
@@ -197,6 +219,6 @@ def _segment(annotation: Annotation, sample_id: str, entry: dict,
             return None
     if (not isinstance(segment, (list, tuple)) or len(segment) != 2
             or not all(isinstance(x, int) for x in segment) or segment[0] < 1):
-        raise ValueError(f"{annotation.path}: sample {sample_id} has segment {segment!r}; "
-                         f"expected [first_frame, last_frame + 1], 1-based integers")
+        raise UserError(f"{annotation.path}: sample {sample_id} has segment {segment!r}; "
+                        f"expected [first_frame, last_frame + 1], 1-based integers")
     return int(segment[0]), int(segment[1])

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from errors import UserError
+
 AUDIO_DIM = 512   # the paper's features (PANNs Cnn14_emb512): D when no file gives one
 BROKEN_FILE_FIX = ("re-extract it with util_scripts/extract_audio_features.py, or delete it "
                    "to train that video without audio")
@@ -49,31 +51,31 @@ def _read_npy(path: str | os.PathLike) -> np.ndarray:
 
 def read_audio_array(path: str | os.PathLike, dim: int | None = None) -> np.ndarray:
     """The contents of one feature file, checked: float32, shape (D,) or (T, D) with T, D ≥ 1
-    (D == `dim` when given), every value finite. Anything else is a ValueError naming the
+    (D == `dim` when given), every value finite. Anything else is a UserError naming the
     file: those are broken feature files, not missing audio."""
     try:
         array = _read_npy(path)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read audio feature ({e}); {BROKEN_FILE_FIX}") from None
+        raise UserError(f"{path}: cannot read audio feature ({e}); {BROKEN_FILE_FIX}") from None
     if array.dtype != np.float32:
-        raise ValueError(f"{path}: audio feature has dtype {array.dtype}, expected float32; "
-                         f"{BROKEN_FILE_FIX}")
+        raise UserError(f"{path}: audio feature has dtype {array.dtype}, expected float32; "
+                        f"{BROKEN_FILE_FIX}")
     if array.ndim not in (1, 2) or 0 in array.shape or (dim is not None and array.shape[-1] != dim):
         d = "D" if dim is None else dim
-        raise ValueError(f"{path}: audio feature has shape {array.shape}, "
-                         f"expected ({d},) or (T, {d}); {BROKEN_FILE_FIX}")
+        raise UserError(f"{path}: audio feature has shape {array.shape}, "
+                        f"expected ({d},) or (T, {d}); {BROKEN_FILE_FIX}")
     # A float64 sum of float32 values cannot overflow: it is finite exactly when they all are.
     if not np.isfinite(array.sum(dtype=np.float64)):
-        raise ValueError(f"{path}: audio feature contains NaN or inf; {BROKEN_FILE_FIX}")
+        raise UserError(f"{path}: audio feature contains NaN or inf; {BROKEN_FILE_FIX}")
     return array
 
 
 def mixed_dim_error(path: str | os.PathLike, shape: tuple[int, ...],
-                    reference: str | os.PathLike, reference_shape: tuple[int, ...]) -> ValueError:
+                    reference: str | os.PathLike, reference_shape: tuple[int, ...]) -> UserError:
     """The error for a feature file whose D differs from an earlier file's of the same run."""
-    return ValueError(f"{path}: audio feature has shape {tuple(shape)}, but {reference} has shape "
-                      f"{tuple(reference_shape)}: every audio feature file of a run must have the "
-                      f"same dimension D; {BROKEN_FILE_FIX}")
+    return UserError(f"{path}: audio feature has shape {tuple(shape)}, but {reference} has shape "
+                     f"{tuple(reference_shape)}: every audio feature file of a run must have the "
+                     f"same dimension D; {BROKEN_FILE_FIX}")
 
 
 class AudioBank:
@@ -94,7 +96,7 @@ class AudioBank:
     def __init__(self, files: Sequence[str | os.PathLike | None], dim: int | None = None) -> None:
         """Read every file (`read_audio_array`) now: per video the `.npy` file, float32 of
         shape (D,) or (T, D), or None when the video has no audio feature. A broken file,
-        or one whose D differs from the first file's (or from `dim`), is a ValueError
+        or one whose D differs from the first file's (or from `dim`), is a UserError
         naming it, before any training starts."""
         arrays = []
         reference = None
@@ -161,9 +163,3 @@ class AudioBank:
         return torch.from_numpy(np.array(self.rows[row])), 1.0
 
 
-def load_audio_feature(path: str | os.PathLike | None, dim: int = AUDIO_DIM
-                       ) -> tuple[Tensor, float]:
-    """The audio feature of one file, which must be `dim`-dimensional, and its weight, as
-    `AudioBank.feature` gives it (path None: no audio, zeros (dim,)). A broken file is a
-    ValueError naming it."""
-    return AudioBank([path], dim).feature(0)

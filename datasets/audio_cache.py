@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import UserError
+
 from .audio import BROKEN_FILE_FIX, AudioBank, mixed_dim_error, read_audio_array
 
 CACHE_FOLDER = ".ccl_cache"
@@ -64,7 +66,7 @@ def cached_audio_bank(files: Sequence[str | os.PathLike | None], audio_path: str
 
     The cache lives in `<audio_path>/.ccl_cache`; when that folder cannot be written, in
     `fallback` (said in a log line). A broken file, or one whose D differs from the first
-    file's, is the ValueError `AudioBank` raises, naming it; so is a file that disappears.
+    file's, is the UserError `AudioBank` raises, naming it; so is a file that disappears.
     """
     if all(f is None for f in files):
         return AudioBank(files)
@@ -84,8 +86,8 @@ def cached_audio_bank(files: Sequence[str | os.PathLike | None], audio_path: str
                 return _load(folder, name, listing, files) or _build(folder, name, listing, files)
         except OSError as e:
             problems.append(f"cannot write {folder} ({e.strerror or e})")
-    raise ValueError(f"audio feature cache: {'; '.join(problems)}; make {folders[0]} "
-                     f"writable" + ("" if fallback else " or give a writable fallback folder"))
+    raise UserError(f"audio feature cache: {'; '.join(problems)}; make {folders[0]} "
+                    f"writable" + ("" if fallback else " or give a writable fallback folder"))
 
 
 def _list(files: Sequence[str | os.PathLike | None], audio_path: str | os.PathLike) -> _Listing:
@@ -97,8 +99,8 @@ def _list(files: Sequence[str | os.PathLike | None], audio_path: str | os.PathLi
         try:
             stat = os.stat(path)
         except OSError as e:
-            raise ValueError(f"{path}: cannot read audio feature ({e.strerror}); "
-                             f"{BROKEN_FILE_FIX}") from None
+            raise UserError(f"{path}: cannot read audio feature ({e.strerror}); "
+                            f"{BROKEN_FILE_FIX}") from None
         # Some file systems number inodes above 2**63: the low 63 bits tell files apart.
         stamps[i] = stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino & INODE_BITS
     names = "\n".join(p[len(prefix):] if p.startswith(prefix) else os.path.abspath(p)

@@ -166,25 +166,6 @@ def decode_frames(clip: EncodedClip, box: Box | None = None, scale: int = 1) -> 
     return frames.permute(0, 3, 1, 2)
 
 
-def read_frames(path: Path, frame_numbers: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Decode the distinct frames of a clip at full size.
-
-    frame_numbers: (T,) 1-based frame numbers, any order, repeats allowed (loop padding).
-    Returns `frames` (U, 3, H, W) uint8 in channels_last memory, the U distinct frames in
-    ascending order, and `inverse` (T,) int64 with clip[t] = frames[inverse[t]]. Transforming
-    the U distinct frames before expanding saves the work on repeated ones.
-    Raises BadSampleError("<file>: <reason> [(frame k)]") for anything unreadable.
-    """
-    clip = read_encoded(path, frame_numbers)
-    return decode_frames(clip), clip.inverse
-
-
-def read_clip(path: Path, frame_numbers: Sequence[int]) -> Tensor:
-    """The clip itself: (T, 3, H, W) uint8, frame t = frame number frame_numbers[t]."""
-    frames, inverse = read_frames(path, frame_numbers)
-    return frames[inverse]
-
-
 def _decode_full(clip: EncodedClip) -> list[Tensor]:
     """(H, W, 3) uint8 per frame, decoded at full size."""
     data = [torch.from_numpy(d) for d in clip.data]

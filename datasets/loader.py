@@ -22,7 +22,7 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, n_threads: in
     shuffle=True (training): torch's DistributedSampler shuffles (over one replica when not
         `distributed`) from (seed, epoch), and SeededSampler gives every item its own
         augmentation seed, so an epoch depends on (seed, epoch, rank) alone. Call
-        `loader.sampler.set_epoch(epoch)` every epoch (training.runner.seed_epoch).
+        `loader.sampler.set_epoch(epoch)` every epoch (training.engine.seed_epoch).
         shuffle=False (validation, inference): in order; under `distributed`,
         OrderedDistributedSampler gives every item to exactly one rank.
     n_threads: worker processes, which persist between epochs; 0 loads in the calling

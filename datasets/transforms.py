@@ -6,17 +6,23 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-KINETICS_MEAN = (0.4345, 0.4051, 0.3775)
-KINETICS_STD = (0.2768, 0.2713, 0.2737)
+# Per-channel (mean, std) of pixel values scaled to [0, 1], by the dataset they were measured
+# on (the original's --mean_dataset).
+MEAN_STD = {
+    "kinetics": ((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737)),
+    "activitynet": ((0.4477, 0.4209, 0.3906), (0.2767, 0.2695, 0.2714)),
+    "0.5": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+KINETICS_MEAN, KINETICS_STD = MEAN_STD["kinetics"]
 
 
-def normalization_stats(no_mean_norm: bool = False, no_std_norm: bool = False
-                        ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) for the original's --no_mean_norm / --no_std_norm flags: a disabled
-    mean is 0 and a disabled std is 1 (value scale 1, Kinetics statistics otherwise)."""
-    mean = (0.0, 0.0, 0.0) if no_mean_norm else KINETICS_MEAN
-    std = (1.0, 1.0, 1.0) if no_std_norm else KINETICS_STD
-    return mean, std
+def normalization_stats(mean_dataset: str = "kinetics", no_mean_norm: bool = False,
+                        no_std_norm: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the original's --mean_dataset, --no_mean_norm and --no_std_norm: the
+    statistics of `mean_dataset` (a key of MEAN_STD), a disabled mean 0 and a disabled
+    std 1 (value scale 1)."""
+    mean, std = MEAN_STD[mean_dataset]
+    return (0.0, 0.0, 0.0) if no_mean_norm else mean, (1.0, 1.0, 1.0) if no_std_norm else std
 
 
 def normalize_clip(clip: Tensor, mean: Sequence[float] = KINETICS_MEAN,

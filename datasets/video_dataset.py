@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from errors import RunStopped
+
 from .annotation import load_annotation, resolve_samples
 from .audio import AudioBank
 from .audio_cache import cached_audio_bank
@@ -21,7 +23,7 @@ from .temporal import clip_at, even_starts, frame_list, random_start, window_sta
 Mode = Literal["train", "val", "inference"]
 
 
-class UnreadableDataError(RuntimeError):
+class UnreadableDataError(RunStopped):
     """Every try at finding a readable replacement for a sample failed."""
 
 
@@ -41,7 +43,7 @@ class VideoDataset(Dataset):
     (`device_decode`); every random draw is the same as for the decoded clip.
 
     Every audio feature file is checked here, before training rather than inside a loader
-    worker: a broken one, or one whose dimension D differs from the others', is a ValueError
+    worker: a broken one, or one whose dimension D differs from the others', is a UserError
     naming it. The features are served from the consolidated cache of `datasets.audio_cache`
     (built once in `<audio_path>/.ccl_cache`, or in `audio_cache_fallback` when that folder
     cannot be written), memory-mapped and shared by loader workers.

@@ -6,10 +6,13 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from demo.data import CLASSES, SIZE, build_demo_dataset
-from opts import parse_opts
+from opts import Config, parse_opts, resolve
 
 # The image teacher has no ImageNet weights here (nothing is downloaded): CCL (AI) runs it
 # untrained, BatchNorm calibrated. CCL (A) isolates the informative (audio) teacher.
@@ -44,9 +47,11 @@ def demo_options(paths: dict[str, Path], result_path: Path, config: str, seed: i
             "--inference", "--retrieval", *CONFIGS[config]]
 
 
-def run_demo(opt, build_data=build_demo_dataset, configs: tuple[str, ...] = tuple(CONFIGS)) -> int:
+def run_demo(opt, train_and_evaluate: Callable[[Config, torch.device], dict],
+             build_data=build_demo_dataset, configs: tuple[str, ...] = tuple(CONFIGS)) -> int:
     """Build the demo data, train each configuration for each seed, print a table.
 
+    train_and_evaluate(config, device) -> results: one run (`main.train_and_evaluate`).
     build_data(root) -> paths: the dataset builder (tests pass a smaller one).
     Results go to `<result_path>/demo/<config>_seed<k>/` (a full result directory each,
     with report.md for the last seed; the checkpoints are deleted, the demo evaluates the
@@ -54,7 +59,6 @@ def run_demo(opt, build_data=build_demo_dataset, configs: tuple[str, ...] = tupl
     comparison of every run to `<result_path>/demo/report.md` (evaluation.compare).
     """
     from evaluation.compare import write_comparison
-    from training.session import run
 
     start = time.time()
     root = Path(opt.result_path) / "demo"
@@ -72,7 +76,7 @@ def run_demo(opt, build_data=build_demo_dataset, configs: tuple[str, ...] = tupl
             if seed == opt.demo_seeds:
                 argv.append("--report")
             run_start = time.time()
-            results = run(parse_opts(argv), _cpu())
+            results = train_and_evaluate(resolve(parse_opts(argv)), torch.device("cpu"))
             for checkpoint in result_path.glob("*.pth"):
                 checkpoint.unlink()
             row = {"top1": 100 * results["top1"], "R@1": results["retrieval"]["R@1"],
@@ -105,8 +109,3 @@ def format_table(rows: dict[str, list[dict]]) -> str:
             cells.append(f"{statistics.mean(values):.1f}{spread}")
         lines.append(f"| {config} | {' | '.join(cells)} | {len(runs)} |")
     return "\n".join(lines)
-
-
-def _cpu():
-    import torch
-    return torch.device("cpu")

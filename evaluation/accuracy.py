@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasets.annotation import load_annotation
+
 
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
@@ -22,24 +24,20 @@ def load_ground_truth(annotation_path: Path | str,
     Returns ({video_id: label name}, class names in label-index order). Videos without
     a label (`"annotations": {}`) are left out: they have nothing to be scored against.
     """
-    annotation_path = Path(annotation_path)
-    data = _read_json(annotation_path, "the annotation JSON")
-    if "labels" not in data or "database" not in data:
-        raise ValueError(f"{annotation_path} lacks 'labels' or 'database'; "
-                         "expected an annotation JSON (SPEC §1)")
+    annotation = load_annotation(annotation_path)
     ground_truth = {video_id: entry["annotations"]["label"]
-                    for video_id, entry in data["database"].items()
+                    for video_id, entry in annotation.database.items()
                     if entry.get("subset") == subset and entry.get("annotations", {}).get("label")}
     if not ground_truth:
         raise ValueError(f"{annotation_path} has no labelled video of subset '{subset}' "
                          "(check --subset)")
-    return ground_truth, list(data["labels"])
+    return ground_truth, list(annotation.labels)
 
 
 def subset_ids(annotation_path: Path | str, subset: str) -> set[str]:
     """Every video id of `subset` in an annotation JSON, labelled or not."""
-    data = _read_json(Path(annotation_path), "the annotation JSON")
-    return {video_id for video_id, entry in data.get("database", {}).items() if entry.get("subset") == subset}
+    database = load_annotation(annotation_path).database
+    return {video_id for video_id, entry in database.items() if entry.get("subset") == subset}
 
 
 def unknown_ids(predictions: dict[str, list[str]], known: set[str]) -> list[str]:

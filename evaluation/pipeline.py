@@ -7,15 +7,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datasets import build_loader
+from datasets import TRAINING, VALIDATION, build_loader
+from datasets.config import DataConfig, make_dataset
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
+from evaluation.config import EvalConfig
 from evaluation.report import write_report
 from evaluation.retrieval import retrieval_metrics
 from evaluation.video_predictions import VideoPredictions, predict_videos, save_features, write_val_json
-from opts import SUBSETS
 from training.batch import model_input
-from training.data import make_dataset
 from training.distributed import is_distributed, is_main_process
+from training.precision import SpeedMode
 
 log = logging.getLogger("ccl")
 
@@ -25,59 +26,60 @@ log = logging.getLogger("ccl")
 CPU_INFERENCE_BATCH = 8
 
 
-def inference_batch_size(opt, device: torch.device) -> int:
-    """Windows per inference batch and process: --inference_batch_size, or when 0, by
-    device: 4 × --batch_size on CUDA (larger kernels keep the GPU busy; 64 windows of
-    16 × 112² take about 3 GB there), CPU_INFERENCE_BATCH on CPU."""
-    if opt.inference_batch_size:
-        return opt.inference_batch_size
-    return 4 * opt.batch_size if device.type == "cuda" else CPU_INFERENCE_BATCH
+def inference_batch_size(config: EvalConfig, device: torch.device) -> int:
+    """Windows per inference batch and process: `config.batch_size` (--inference_batch_size),
+    or when 0, by device: 4 × --batch_size on CUDA (larger kernels keep the GPU busy; 64
+    windows of 16 × 112² take about 3 GB there), CPU_INFERENCE_BATCH on CPU."""
+    if config.batch_size:
+        return config.batch_size
+    return 4 * config.training_batch_size if device.type == "cuda" else CPU_INFERENCE_BATCH
 
 
-def predict_subset(opt, student: nn.Module, subset: str, settings, device: torch.device):
-    """Non-overlapping windows of every video of `subset` → per-video scores and features.
-    Windows are dataset items, so memory is per batch whatever the videos' length."""
-    dataset = make_dataset(opt, subset, "inference")
-    batch = inference_batch_size(opt, device)
-    loader = build_loader(dataset, batch, shuffle=False, n_threads=opt.n_threads, distributed=is_distributed())
+def predict_subset(config: EvalConfig, data: DataConfig, student: nn.Module, subset: str,
+                   device: torch.device, mode: SpeedMode):
+    """Non-overlapping windows of every video of `subset` → per-video scores and features,
+    the student run in `mode`. Windows are dataset items, so memory is per batch whatever
+    the videos' length."""
+    dataset = make_dataset(data, subset, "inference")
+    loader = build_loader(dataset, inference_batch_size(config, device), shuffle=False,
+                          n_threads=data.n_threads, distributed=is_distributed())
     predictions = predict_videos(student, loader, dataset.n_videos, device,
-                                 lambda clip: model_input(clip, settings.mean, settings.std, settings.channels_last),
-                                 settings.autocast_dtype)
+                                 lambda clip: model_input(clip, data.mean, data.std, mode.channels_last),
+                                 mode.autocast_dtype)
     if is_main_process():
-        save_features(Path(opt.result_path) / f"features_{subset}.npz", dataset.video_ids,
+        save_features(config.result_path / f"features_{subset}.npz", dataset.video_ids,
                       dataset.video_labels, predictions.features)
     return dataset, predictions
 
 
-def evaluate(opt, student: nn.Module, settings, device: torch.device) -> dict:
-    """--inference: `<subset>.json` (val.json for the validation subset) and top-1;
-    --retrieval: validation queries against the training gallery → retrieval.json;
-    --report: report.md with figures. Returns the numbers."""
-    result_path = Path(opt.result_path)
+def evaluate(config: EvalConfig, data: DataConfig, student: nn.Module, device: torch.device,
+             mode: SpeedMode) -> dict:
+    """inference: `<subset>.json` (val.json for the validation subset) and top-1;
+    retrieval: validation queries against the training gallery → retrieval.json;
+    report: report.md with figures. Returns the numbers."""
     results: dict = {}
     cache: dict[str, tuple] = {}
 
     def subset_outputs(subset: str) -> tuple:
         if subset not in cache:
-            cache[subset] = predict_subset(opt, student, subset, settings, device)
+            cache[subset] = predict_subset(config, data, student, subset, device, mode)
         return cache[subset]
 
-    inference_subset = SUBSETS[opt.inference_subset]
-    if opt.inference:
-        dataset, predictions = subset_outputs(inference_subset)
-        path = result_path / f"{opt.inference_subset}.json"
+    if config.inference:
+        dataset, predictions = subset_outputs(config.subset)
+        path = config.result_path / config.predictions_file
         if is_main_process():
-            write_val_json(path, dataset.video_ids, predictions.scores, dataset.labels, opt.output_topk)
-        results["top1"] = top1(opt.annotation_path, path, inference_subset) if is_main_process() else None
+            write_val_json(path, dataset.video_ids, predictions.scores, dataset.labels, config.output_topk)
+        results["top1"] = top1(data.annotation_path, path, config.subset) if is_main_process() else None
         if results["top1"] is not None:
-            log.info("video top-1 on %s: %.2f%%", inference_subset, 100 * results["top1"])
-    if opt.retrieval:
-        query_set, query = subset_outputs(SUBSETS["val"])
-        gallery_set, gallery = subset_outputs(SUBSETS["train"])
-        results["retrieval"] = retrieve(query_set, query, gallery_set, gallery, result_path, device)
-    if opt.report and is_main_process():
-        ground_truth, class_names = load_ground_truth(opt.annotation_path, inference_subset)
-        results["report"] = str(write_report(result_path, class_names, ground_truth))
+            log.info("video top-1 on %s: %.2f%%", config.subset, 100 * results["top1"])
+    if config.retrieval:
+        query_set, query = subset_outputs(VALIDATION)
+        gallery_set, gallery = subset_outputs(TRAINING)
+        results["retrieval"] = retrieve(query_set, query, gallery_set, gallery, config.result_path, device)
+    if config.report and is_main_process():
+        ground_truth, class_names = load_ground_truth(data.annotation_path, config.subset)
+        results["report"] = str(write_report(config.result_path, class_names, ground_truth))
         log.info("report: %s", results["report"])
     return results
 

@@ -24,7 +24,7 @@ from evaluation.compare import write_comparison
 from evaluation.markdown import table
 from evaluation.retrieval import nearest_neighbours
 from evaluation.video_predictions import load_features
-from training.loop import TIMING_KEYS
+from training.logs import TIMING_KEYS
 
 N_RETRIEVAL_EXAMPLES = 5
 N_NEIGHBOURS = 5
@@ -59,7 +59,7 @@ def _curves_section(result_path: Path, summary: Summary) -> list[str]:
     logs = {name: log for name in ("train", "val")
             if (log := _read_log(result_path / f"{name}.log")) is not None}
     if "val" in logs and "ce" not in logs["val"]:
-        # val.log's `loss` is the clip cross-entropy alone (training.loop.validate); train.log's
+        # val.log's `loss` is the clip cross-entropy alone (training.engine.validate); train.log's
         # is the whole objective, whose cross-entropy term is `ce`.
         logs["val"] = logs["val"].rename(columns={"loss": "ce"})
     if not logs:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from datasets.device_decode import clip_to_device
 from datasets.loader import batches
+from training.distributed import is_distributed, is_main_process
 
 
 @dataclass
@@ -30,10 +31,6 @@ class VideoPredictions:
     scores: Tensor
     features: Tensor
     counts: Tensor
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 def predict_videos(model: nn.Module, loader: Iterable[dict], n_videos: int,
@@ -64,7 +61,7 @@ def predict_videos(model: nn.Module, loader: Iterable[dict], n_videos: int,
     score_sum: Tensor | None = None
     feature_sum: Tensor | None = None
     counts = torch.zeros(n_videos, dtype=torch.int64, device=device)
-    show_bar = not _distributed() or dist.get_rank() == 0
+    show_bar = is_main_process()
     with torch.inference_mode():
         for batch in batches(loader, "inference", show=show_bar):
             batch = clip_to_device(batch, device)
@@ -87,7 +84,7 @@ def predict_videos(model: nn.Module, loader: Iterable[dict], n_videos: int,
             counts.index_add_(0, index, torch.ones_like(index))
     model.train(was_training)
 
-    if _distributed():
+    if is_distributed():
         # A rank may have had no batch at all: agree on the output widths first.
         widths = torch.tensor([0, 0] if score_sum is None
                               else [score_sum.shape[1], feature_sum.shape[1]], device=device)

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from errors import MissingFileError, UserError
+
 # NumPy's array and scalar constructors under their NumPy 2 and NumPy 1 module names (files
 # written under NumPy 1, as the PANNs release was, name `numpy.core.multiarray`).
 _MULTIARRAY = np._core.multiarray
@@ -28,7 +30,7 @@ NUMPY_GLOBALS = [
 ]
 
 
-class CheckpointFileError(ValueError):
+class CheckpointFileError(UserError):
     """A checkpoint file that cannot be read safely; the message is one line naming the file."""
 
 
@@ -37,12 +39,12 @@ def read_checkpoint_file(path: str | Path, option: str = "checkpoint", mmap: boo
 
     option: how the user named the file (e.g. `--resume_path`), for the messages.
     mmap: map tensor storages instead of reading them (for a quick look at small entries).
-    Raises FileNotFoundError (no such file) or CheckpointFileError: refused because loading
+    Raises MissingFileError (no such file) or CheckpointFileError: refused because loading
     it would run code (nothing of it is executed), or unreadable (truncated, not PyTorch).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{option} {path} does not exist")
+        raise MissingFileError(f"{option} {path} does not exist")
     try:
         # torch warns about pickle protocols it did not write; the error below says enough.
         with warnings.catch_warnings(), torch.serialization.safe_globals(NUMPY_GLOBALS):

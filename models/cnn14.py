@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from errors import MissingFileError, UserError
 from models.logmel import LogMelFrontEnd
 
 AUDIOSET_CLASSES = 527
@@ -72,7 +73,7 @@ _MEL_KEY = "logmel_extractor.melW"
 _STFT_PREFIX = "spectrogram_extractor."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """The checkpoint file cannot be used for the requested PANNs network."""
 
 
@@ -168,12 +169,12 @@ _NUMPY_ARRAY_GLOBALS = [
 def read_official_state_dict(path: str | Path, spec: PannsSpec) -> dict[str, Tensor]:
     """The `model` state dict of a PANNs checkpoint file, read without running its code.
 
-    Raises FileNotFoundError / CheckpointError with a one-line message naming `path`.
+    Raises MissingFileError / CheckpointError with a one-line message naming `path`.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{spec.name} checkpoint {path} not found: "
-                                f"{spec.checkpoint_hint}")
+        raise MissingFileError(f"{spec.name} checkpoint {path} not found: "
+                               f"{spec.checkpoint_hint}")
     try:
         with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -205,14 +206,6 @@ def _refused_code(error: Exception) -> str | None:
     return found.group(1).strip() if found else None
 
 
-def checkpoint_key_map(model: PannsCnn) -> dict[str, str]:
-    """Our state-dict key → the official checkpoint key (every key of `model.state_dict()`).
-
-    The network keys are identical by construction; the front end has no persistent state.
-    """
-    return {key: key for key in model.state_dict()}
-
-
 def _front_end_shapes(model: PannsCnn) -> dict[str, tuple[int, ...]]:
     """Official front-end keys → their shapes for `model`; they may be absent from a file."""
     bins, n_fft = model.spec.n_fft // 2 + 1, model.spec.n_fft
@@ -230,12 +223,13 @@ def load_official_state_dict(model: PannsCnn, state: dict[str, Tensor],
     `num_batches_tracked`, unused at inference, may be absent). A state dict of another
     member of the family is named in the error. Raises CheckpointError naming `source`.
     """
-    key_map = checkpoint_key_map(model)
+    # The network's keys are the official ones by construction; the front end has no
+    # persistent state.
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     extras = _front_end_shapes(model)
-    expected = {**{c: ours[k] for k, c in key_map.items()}, **extras}
+    expected = {**ours, **extras}
     unexpected = [k for k in state if k not in expected and not k.startswith(_STFT_PREFIX)]
-    missing = [c for c in key_map.values()
+    missing = [c for c in ours
                if c not in state and not c.endswith("num_batches_tracked")]
     wrong_shape = [f"{c} {tuple(state[c].shape)} != {shape}"
                    for c, shape in expected.items() if c in state
@@ -258,9 +252,9 @@ def load_official_state_dict(model: PannsCnn, state: dict[str, Tensor],
         _check_mel(model.frontend.melW, state[_MEL_KEY], source)
     params = model.state_dict()
     with torch.no_grad():
-        for k, c in key_map.items():
-            if c in state:
-                params[k].copy_(state[c])
+        for k in ours:
+            if k in state:
+                params[k].copy_(state[k])
 
 
 def identify_state_dict(state: dict[str, Tensor]) -> list[str]:

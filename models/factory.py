@@ -1,15 +1,23 @@
 """`build_student`: the one place that maps `--model/--model_depth/--pretrain_path` to a
 student network (DESIGN: `student(clip) -> (logits (B, C), features (B, 512))`)."""
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from torch import Tensor, nn
 
+from errors import MissingFileError, UserError
 from models.checkpoint_file import read_checkpoint_file
 from models.r21d import r21d, r21d_std
 from models.video_resnets import ARCHITECTURES, video_resnet_student
 
-STUDENT_NAMES = ("r21d", "r21d_std", "r3d_18", "mc3_18", "r2plus1d_18")
+# --model name → builder(depth, n_classes); the keys are the option's choices.
+STUDENTS: dict[str, Callable[[int, int], nn.Module]] = {
+    "r21d": r21d,
+    "r21d_std": r21d_std,
+    **{name: partial(video_resnet_student, name) for name in ARCHITECTURES},
+}
+STUDENT_NAMES = tuple(STUDENTS)
 MODULE_PREFIX = "module."
 
 
@@ -25,18 +33,18 @@ def read_state_dict(path: str | Path, option: str = "checkpoint") -> dict[str, T
     release's `{'epoch', 'arch', 'state_dict', 'optimizer', 'scheduler'}`, `module.` stripped.
 
     option: how the user named the file (e.g. `--pretrain_path`), for the error messages.
-    Read without running code (`models.checkpoint_file`); CheckpointFileError (a ValueError)
+    Read without running code (`models.checkpoint_file`); CheckpointFileError (a UserError)
     when the file is unreadable or refused.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{option} {path} does not exist "
-                                "(give a local checkpoint file; nothing is downloaded)")
+        raise MissingFileError(f"{option} {path} does not exist "
+                               "(give a local checkpoint file; nothing is downloaded)")
     checkpoint = read_checkpoint_file(path, option)
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{option} {path} holds no state dict")
+        raise UserError(f"{option} {path} holds no state dict")
     return strip_module_prefix(checkpoint)
 
 
@@ -54,9 +62,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     missing = [k for k in own if k not in state and not k.startswith(head)]
     unexpected = [k for k in state if k not in own]
     if reshaped or missing or unexpected:
-        raise ValueError(f"--pretrain_path {path} does not match the --model architecture "
-                         f"(shape differs {reshaped[:3]}, missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+        raise UserError(f"--pretrain_path {path} does not match the --model architecture "
+                        f"(shape differs {reshaped[:3]}, missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]})")
     model.load_state_dict(state, strict=False)
     return model
 
@@ -69,14 +77,9 @@ def build_student(model: str, model_depth: int, n_classes: int,
     network); `r21d_std` the standard layout; `r3d_18`, `mc3_18`, `r2plus1d_18` are
     torchvision's. pretrain_path: optional local checkpoint of the same architecture.
     """
-    if model == "r21d":
-        student = r21d(model_depth, n_classes)
-    elif model == "r21d_std":
-        student = r21d_std(model_depth, n_classes)
-    elif model in ARCHITECTURES:
-        student = video_resnet_student(model, model_depth, n_classes)
-    else:
-        raise ValueError(f"unknown --model {model!r}; choices: {', '.join(STUDENT_NAMES)}")
+    if model not in STUDENTS:
+        raise UserError(f"unknown --model {model!r}; choices: {', '.join(STUDENT_NAMES)}")
+    student = STUDENTS[model](model_depth, n_classes)
     if pretrain_path is not None:
         load_pretrained(student, pretrain_path)
     return student

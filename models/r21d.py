@@ -11,6 +11,8 @@ import math
 from torch import Tensor, nn
 from torch.nn.modules.utils import _triple
 
+from errors import UserError
+
 # model depth -> blocks per stage (conv2..conv5)
 ORIGINAL_LAYOUTS = {18: (1, 1, 1, 1), 34: (3, 4, 6, 3)}
 STANDARD_LAYOUTS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -132,7 +134,7 @@ class R2Plus1DNet(nn.Module):
 
 def _layout(layouts: dict[int, tuple[int, int, int, int]], name: str, depth: int):
     if depth not in layouts:
-        raise ValueError(f"--model {name} supports --model_depth {sorted(layouts)}, got {depth}")
+        raise UserError(f"--model {name} supports --model_depth {sorted(layouts)}, got {depth}")
     return layouts[depth]
 
 

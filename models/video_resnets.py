@@ -9,6 +9,8 @@ from torchvision.models.video.resnet import (BasicBlock, BasicStem, Conv2Plus1D,
                                              Conv3DNoTemporal, Conv3DSimple, R2Plus1dStem,
                                              VideoResNet)
 
+from errors import UserError
+
 # name -> (conv maker per stage, stem); all three are BasicBlock with (2, 2, 2, 2) blocks,
 # as in torchvision.models.video.{r3d_18, mc3_18, r2plus1d_18}
 ARCHITECTURES = {
@@ -41,6 +43,6 @@ def video_resnet_student(name: str, depth: int, n_classes: int) -> VideoResNetSt
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown torchvision student {name!r}; choices: {sorted(ARCHITECTURES)}")
     if depth != 18:
-        raise ValueError(f"--model {name} supports only --model_depth 18, got {depth}")
+        raise UserError(f"--model {name} supports only --model_depth 18, got {depth}")
     conv_makers, stem = ARCHITECTURES[name]
     return VideoResNetStudent(BasicBlock, conv_makers, [2, 2, 2, 2], stem, num_classes=n_classes)

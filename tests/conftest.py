@@ -43,5 +43,5 @@ def read_log(path: Path) -> list[dict[str, str]]:
 
 def reproducible_log(path: Path) -> list[dict[str, str]]:
     """`read_log` without the wall-time columns, which no rerun reproduces."""
-    from training.loop import TIMING_KEYS
+    from training.logs import TIMING_KEYS
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in read_log(path)]

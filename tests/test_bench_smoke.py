@@ -1,7 +1,6 @@
 """The training-step benchmark runs, and its baseline computes what our step computes."""
 import copy
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from datasets.transforms import normalize_clip
 from models import build_student
 from models.image_teacher import ImageTeacher, calibrate_batchnorm
 from training.batch import Batch
+from training.config import OptimConfig
 from training.optim import make_optimizers
 from training.step import train_step
 from training.teachers import build_teachers, heads
@@ -85,7 +85,8 @@ def test_original_step_updates_parameters_like_train_step():
     ref_student = copy.deepcopy(student)
     ref_heads = {t.name: copy.deepcopy(t.head) for t in teachers}
     # A large lr makes a routing error visible in the parameters, not only in the gradients.
-    opt = SimpleNamespace(learning_rate=0.1, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False)
+    opt = OptimConfig(learning_rate=0.1, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False,
+                      milestones=(150, 225), loss_weight=0.5)
     before = {name: p.detach().clone() for name, p in student.named_parameters()}
 
     train_step(student, teachers, batch, list(make_optimizers(student, heads(teachers), opt).values()), 0.5)
@@ -103,3 +104,20 @@ def test_original_step_updates_parameters_like_train_step():
         update, ref_update = ours[name] - start, ref[name] - start
         assert ref_update.norm() > 0, name
         assert (update - ref_update).norm() <= 1e-3 * ref_update.norm(), name
+
+
+def test_the_step_profile_counts_top_level_operators(capsys):
+    """profile_step.py on a CPU cell prints its JSON line, and counts an operator called
+    inside another (linear → addmm) once."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from benchmarks import profile_step
+    x, w = torch.randn(3, 4), torch.randn(5, 4)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch.relu(torch.nn.functional.linear(torch.add(x, 1), w))
+    assert sorted(e.name for e in prof.events() if profile_step.is_top_level_op(e)) == \
+        ["aten::add", "aten::linear", "aten::relu"]
+    assert profile_step.main([*TINY, "--config", "base", "--steps", "2"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["profile"] == "train_step" and record["kernels"] == 0 and record["kernel_ms"] == 0
+    assert record["host_ops"] > 100 and record["wall_ms"] > 0

@@ -1,7 +1,6 @@
 """Checkpoints load without running code: ours, the original release's and official PANNs
 files load; a pickle that would run code is refused in one line, through every entry that
 reads a checkpoint, and its payload never runs."""
-import argparse
 import io
 import os
 import random
@@ -17,8 +16,9 @@ from models.checkpoint_file import CheckpointFileError, read_checkpoint_file
 from tests.conftest import read_log
 from tests.test_fault_injection import assert_one_line_error, data, drop_checkpoints, one_thread, run_main  # noqa: F401
 from training.checkpoint import load_checkpoint, load_student_weights, rng_state, set_rng_state
+from training.config import OptimConfig
 from training.optim import make_optimizers, make_scheduler
-from training.runner import RunState, restore
+from training.state import TrainingState, restore
 from training.teachers import build_teachers, heads
 
 
@@ -167,13 +167,14 @@ def test_our_rng_state_is_tensors_and_plain_values_and_restores_every_stream(tmp
 
 # --- resuming an original-release run ----------------------------------------------------------
 
-def new_run_state(teachers, milestones=(2,)) -> RunState:
-    options = argparse.Namespace(learning_rate=0.01, momentum=0.9, dampening=0.0, weight_decay=5e-4,
-                                 nesterov=False, multistep_milestones=list(milestones))
+def new_run_state(teachers, milestones=(2,)) -> TrainingState:
+    optim = OptimConfig(learning_rate=0.01, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False,
+                        milestones=tuple(milestones), loss_weight=0.5)
     student = build_student("r21d", 18, 6)
     teacher_list = build_teachers("audio" in teachers, False, 6, None, 112, torch.device("cpu"))
-    optimizers = make_optimizers(student, heads(teacher_list), options)
-    return RunState(student, teacher_list, optimizers, make_scheduler(optimizers["student"], options))
+    optimizers = make_optimizers(student, heads(teacher_list), optim)
+    return TrainingState(student, teacher_list, optimizers, make_scheduler(optimizers["student"], optim),
+                         arch="r21d-18")
 
 
 def test_resuming_an_original_run_loads_its_heads_and_continues_its_schedule(tmp_path):

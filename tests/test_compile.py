@@ -8,7 +8,7 @@ from torch._dynamo.testing import CompileCounter
 from models import build_student
 from models.image_teacher import ImageTeacher
 from training.objective import TeacherInputs, ccl_objective
-from training.step import SpeedMode, speed_mode
+from training.precision import SpeedMode, speed_mode
 from training.teachers import build_teachers
 
 N_CLASSES = 5

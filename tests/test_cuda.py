@@ -36,9 +36,11 @@ from models.image_teacher import ImageTeacher, calibrate_batchnorm
 from tests.conftest import read_log
 from tests.test_gradient_routing import naive_gradients
 from training.batch import to_device_batch
+from training.config import OptimConfig
 from training.objective import DIVERGENCE_WEIGHT, ccl_objective
 from training.optim import make_optimizers
-from training.step import configure_backends, speed_mode, train_step
+from training.precision import configure_backends, speed_mode
+from training.step import train_step
 from training.teachers import build_teachers, heads
 
 pytestmark = pytest.mark.cuda
@@ -57,10 +59,10 @@ FP32_RTOL = 1e-2
 GROUPS = ("student.", "audio.", "image.")
 
 
-class Options:
-    # The paper's settings (SPEC §4); a larger rate makes 3 steps of a fresh network
-    # chaotic enough to amplify rounding beyond any useful bound.
-    learning_rate, momentum, dampening, weight_decay, nesterov = 0.001, 0.9, 0.0, 5e-4, False
+# The paper's settings (SPEC §4); a larger rate makes 3 steps of a fresh network chaotic
+# enough to amplify rounding beyond any useful bound.
+OPTIM = OptimConfig(learning_rate=0.001, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False,
+                    milestones=(150, 225), loss_weight=LOSS_WEIGHT)
 
 
 @dataclass
@@ -73,7 +75,7 @@ class Models:
 
 @dataclass
 class Setup:
-    """One training setup as `training/session.py` builds it for a device and mode."""
+    """One training setup as `training/build.py` builds it for a device and mode."""
     student: nn.Module
     teachers: list
     optimizers: list
@@ -138,7 +140,7 @@ def setup(models: Models, mode: str, compile: bool = False, objective=ccl_object
     for teacher, initial in zip(teachers, models.teachers):
         teacher.head.load_state_dict(initial.head.state_dict())
         teacher.head.to(dtype)
-    optimizers = list(make_optimizers(student, heads(teachers), Options, fused=True).values())
+    optimizers = list(make_optimizers(student, heads(teachers), OPTIM, fused=True).values())
     return Setup(student, teachers, optimizers, speed.autocast_dtype, speed.channels_last, dtype,
                  model=torch.compile(student) if compile else student,
                  objective=torch.compile(objective) if compile else objective)

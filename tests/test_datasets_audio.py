@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import load_audio_feature
-from datasets.audio import AudioBank
+from datasets.audio import AUDIO_DIM, AudioBank
+
+
+def load_audio_feature(path):
+    """One file's feature and weight, as a dataset item gets them."""
+    return AudioBank([path], AUDIO_DIM).feature(0)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TARBALL = SHARED / "data" / "UCF101" / "audiocnn14embed512_features.tar.gz"

@@ -16,10 +16,10 @@ from datasets import audio as audio_module
 from datasets import audio_cache, collate
 from datasets.audio import AudioBank, _read_npy, read_audio_array
 from datasets.audio_cache import CACHE_FOLDER, cached_audio_bank
+from datasets.config import audio_dim
 from datasets.synthetic import write_synthetic_dataset
 from datasets.video_dataset import VideoDataset
-from training.data import audio_dim
-from training.inputs import UserError
+from errors import UserError
 
 HOUR_AGO = time.time() - 3600
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import VideoDataset, build_loader, collate, read_clip
+from datasets import VideoDataset, build_loader, collate
+from datasets.hdf5_clip import decode_frames, read_encoded
 from datasets.synthetic import write_synthetic_dataset
 from datasets.temporal import even_starts, window_starts
 
@@ -63,6 +64,12 @@ def make_dataset(tmp_path, videos, labels=("a", "b")):
     annotation = tmp_path / "ann.json"
     annotation.write_text(json.dumps({"labels": list(labels), "database": database}))
     return tmp_path / "hdf5", annotation
+
+
+def read_clip(path, numbers):
+    """(T, 3, H, W) uint8, frame t = frame number numbers[t], decoded at full size."""
+    encoded = read_encoded(path, numbers)
+    return decode_frames(encoded)[encoded.inverse]
 
 
 def test_read_clip_returns_the_asked_frames_in_order_with_repeats(tmp_path):

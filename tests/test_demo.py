@@ -10,6 +10,7 @@ import pytest
 
 from demo import data as demo_data, textures
 from demo.run import format_table, run_demo
+from main import train_and_evaluate
 from opts import parse_opts
 
 TRAIN, VAL, MISSING = 8, 2, 0.3
@@ -130,7 +131,7 @@ def test_format_table_gives_mean_and_sample_std_per_config():
 def test_demo_runs_end_to_end_at_a_tiny_scale(tmp_path, capsys):
     opt = parse_opts(["--demo", "--demo_epochs", "1", "--demo_seeds", "2", "--result_path", str(tmp_path)])
     build = functools.partial(demo_data.build_demo_dataset, train_per_class=2, val_per_class=1)
-    assert run_demo(opt, build_data=build, configs=("baseline", "ccl_ai")) == 0
+    assert run_demo(opt, train_and_evaluate, build_data=build, configs=("baseline", "ccl_ai")) == 0
     root = tmp_path / "demo"
     summary = json.loads((root / "summary.json").read_text())
     for config in ("baseline", "ccl_ai"):

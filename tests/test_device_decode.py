@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import BadSampleError, VideoDataset, build_loader, collate, read_frames
+from datasets import BadSampleError, VideoDataset, build_loader, collate
 from datasets.device_decode import clip_to_device, decode_clips
-from datasets.hdf5_clip import read_clip
+from datasets.hdf5_clip import decode_frames, read_encoded
 from datasets.spatial import ClipCenterCrop, ClipRandomResizedCrop
 from datasets.synthetic import realistic_jpeg, write_synthetic_dataset, write_video_hdf5
 from datasets.video_dataset import UnreadableDataError
@@ -80,7 +80,8 @@ def test_encoded_items_carry_the_draws_of_decoded_items(data, mode):
     for key in keys(encoded, mode):
         item, expected = encoded[key], decoded[key]
         clip, plan = item["encoded"].clip, item["encoded"].plan
-        full = read_clip(clip.path, clip.numbers.tolist())[clip.inverse]
+        frames = read_encoded(clip.path, clip.numbers.tolist())
+        full = decode_frames(frames)[frames.inverse][clip.inverse]
         top, left, h, w = plan.box
         rebuilt = transform.finish(full[..., top:top + h, left:left + w].contiguous(
             memory_format=torch.channels_last), plan)
@@ -141,7 +142,7 @@ def test_an_undecodable_clip_is_replaced_and_recorded_as_the_loader_does(data, n
     batch, ds = validation_batch(data, ["good", name, "good"])
     path = ds.hdf5_files[ds.video_ids.index(name)]
     with pytest.raises(BadSampleError) as loader_error:   # the loader's own record of it
-        read_frames(path, ds.frame_numbers(first_clip(ds, name)))
+        decode_frames(read_encoded(path, ds.frame_numbers(first_clip(ds, name))))
     out = clip_to_device(batch, CPU)
     assert out["bad"] == [str(loader_error.value)]
     assert str(path) in out["bad"][0] and problem in out["bad"][0]

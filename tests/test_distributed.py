@@ -30,12 +30,13 @@ from torch.utils.data import Dataset
 from datasets import build_loader
 from datasets.transforms import normalize_clip
 from models.factory import build_student
-from tests.test_gradient_routing import N_CLASSES, Options, configure
+from tests.test_gradient_routing import N_CLASSES, OPTIM, configure
 from training.batch import Batch
 from training.distributed import broadcast_from_main, gather_with_grad
-from training.loop import EpochSettings, validate
+from training.engine import validate
 from training.objective import TeacherInputs, ccl_objective
 from training.optim import make_optimizers
+from training.precision import SpeedMode
 from training.step import train_step
 from training.teachers import heads
 
@@ -49,8 +50,7 @@ LOSS_WEIGHT = 0.5
 RTOL, ATOL = 1e-5, 1e-8
 CONFIGS = {"base": 1, "ai": 2}        # configuration → SGD steps taken
 VAL_ITEMS = 5                          # uneven over 2 ranks: 3 and 2 items
-SETTINGS = EpochSettings(mean=[0.4, 0.4, 0.4], std=[0.25, 0.25, 0.25], sample_duration=4, loss_weight=LOSS_WEIGHT,
-                         autocast_dtype=None, channels_last=False, seed=0, max_bad_samples=1, max_nonfinite_steps=1)
+MEAN, STD = (0.4, 0.4, 0.4), (0.25, 0.25, 0.25)
 
 
 def loopback_env() -> dict[str, str]:
@@ -105,7 +105,7 @@ def reference_steps(config: str) -> tuple[list[dict], dict[str, torch.Tensor]]:
     loss over the whole batch, one backward, the SGD steps; nothing gathered.
     Returns (per-step loss and correct count, the parameters after the last step)."""
     student, teacher_list = configure(config)
-    optimizers = list(make_optimizers(student, heads(teacher_list), Options).values())
+    optimizers = list(make_optimizers(student, heads(teacher_list), OPTIM).values())
     steps = []
     for step in range(CONFIGS[config]):
         batch = global_batch(step)
@@ -135,7 +135,7 @@ def validation_reference(student: nn.Module) -> dict[str, float]:
     losses, correct, margins = [], 0, []
     with torch.no_grad():
         for item in ClipSet():
-            logits, _ = student(normalize_clip(item["clip"][None], SETTINGS.mean, SETTINGS.std))
+            logits, _ = student(normalize_clip(item["clip"][None], MEAN, STD))
             losses.append(F.cross_entropy(logits, item["target"][None]).item())
             correct += int(logits.argmax(1).item() == item["target"].item())
             top2 = logits[0].topk(2).values
@@ -154,7 +154,7 @@ def _train(rank: int, config: str) -> dict:
     student, teacher_list = configure(config)
     initial = parameters(student, teacher_list)
     model = DistributedDataParallel(student)
-    optimizers = list(make_optimizers(student, heads(teacher_list), Options).values())
+    optimizers = list(make_optimizers(student, heads(teacher_list), OPTIM).values())
     steps = []
     for step in range(CONFIGS[config]):
         result = train_step(model, teacher_list, half(global_batch(step), rank), optimizers, LOSS_WEIGHT)
@@ -175,10 +175,10 @@ def _validate(rank: int) -> dict:
     torch.manual_seed(0)
     student = build_student("r21d", 18, N_CLASSES)
     model = DistributedDataParallel(student)
-    optimizers = list(make_optimizers(student, nn.ModuleDict(), Options).values())
+    optimizers = list(make_optimizers(student, nn.ModuleDict(), OPTIM).values())
     train_step(model, [], half(global_batch(0, torch.float32), rank), optimizers, LOSS_WEIGHT)
     loader = build_loader(ClipSet(), 2, shuffle=False, n_threads=0, distributed=True)
-    metrics = validate(model, loader, SETTINGS, torch.device("cpu"))
+    metrics = validate(model, loader, torch.device("cpu"), MEAN, STD, SpeedMode(None, False))
     seen = [int(i) for sample in loader for i in sample["video_index"]]
     return {"metrics": metrics, "seen": seen, "reference": validation_reference(student) if rank == 0 else None}
 
@@ -297,25 +297,26 @@ import os, sys
 sys.path.insert(0, {repo!r})
 import torch
 import main
-import training.loop, training.session
+import training.engine
 
 rank = os.environ["RANK"]
 if os.environ.get("CCL_TEST_FAIL_RANK") == rank:
-    train_step, calls = training.loop.train_step, []
+    train_step, calls = training.engine.train_step, []
     def failing_step(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:   # after the ranks have run collectives together
             raise RuntimeError("injected failure on rank " + rank)
         return train_step(*args, **kwargs)
-    training.loop.train_step = failing_step
+    training.engine.train_step = failing_step
 if os.environ.get("CCL_TEST_SAVE_WEIGHTS"):
-    fit = training.session.fit
-    def fit_and_save(opt, state, *args, **kwargs):
-        fit(opt, state, *args, **kwargs)
+    fit = training.engine.Engine.fit
+    def fit_and_save(engine, *args, **kwargs):
+        fit(engine, *args, **kwargs)
+        state = engine.state
         weights = {{"student." + k: v for k, v in state.student.module.state_dict().items()}}
         weights.update({{t.name + "." + k: v for t in state.teachers for k, v in t.head.state_dict().items()}})
         torch.save(weights, os.path.join(os.environ["CCL_TEST_SAVE_WEIGHTS"], "rank" + rank + ".pt"))
-    training.session.fit = fit_and_save
+    training.engine.Engine.fit = fit_and_save
 sys.exit(main.main(sys.argv[1:]))
 """
 

@@ -1,17 +1,25 @@
 """Inference batches: their default by device, and a long video cut into bounded batches."""
 import json
-from types import SimpleNamespace
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from datasets.config import DataConfig
 from datasets.synthetic import write_synthetic_dataset
+from evaluation.config import EvalConfig
 from evaluation.pipeline import CPU_INFERENCE_BATCH, inference_batch_size, predict_subset
-from opts import parse_opts
+from training.precision import SpeedMode
 
 
-def test_default_inference_batch_is_chosen_by_device():
-    default, given = parse_opts(["--batch_size", "12"]), parse_opts(["--inference_batch_size", "5"])
+def eval_config(result_path: Path, batch_size: int = 0, training_batch_size: int = 16) -> EvalConfig:
+    return EvalConfig(result_path=result_path, inference=True, subset="validation", predictions_file="val.json",
+                      output_topk=5, retrieval=False, report=False, batch_size=batch_size,
+                      training_batch_size=training_batch_size)
+
+
+def test_default_inference_batch_is_chosen_by_device(tmp_path):
+    default, given = eval_config(tmp_path, training_batch_size=12), eval_config(tmp_path, batch_size=5)
     assert inference_batch_size(default, torch.device("cpu")) == CPU_INFERENCE_BATCH == 8
     assert inference_batch_size(default, torch.device("cuda")) == 48
     assert inference_batch_size(given, torch.device("cpu")) == 5
@@ -39,15 +47,14 @@ def test_a_long_video_is_inferred_a_default_batch_at_a_time(tmp_path):
     for entry in annotation["database"].values():
         entry["subset"] = "validation"
     data.annotation_path.write_text(json.dumps(annotation))
-    opt = parse_opts(["--video_path", str(data.video_path), "--annotation_path",
-                      str(data.annotation_path), "--result_path", str(tmp_path),
-                      "--n_classes", "1", "--sample_size", "16", "--sample_duration", "4",
-                      "--inference_stride", "4", "--n_threads", "0"])
-    settings = SimpleNamespace(mean=[0.0] * 3, std=[1.0] * 3, channels_last=False,
-                               autocast_dtype=None)
+    config = DataConfig(video_path=data.video_path, annotation_path=data.annotation_path, audio_path=None,
+                        audio_cache_fallback=tmp_path / ".ccl_cache", sample_size=16, sample_duration=4,
+                        t_stride=1, crop_scale=(0.25, 1.0), crop_ratio=(0.75, 4 / 3), hflip=True, n_val_clips=3,
+                        inference_stride=4, strict=False, reduced_decode=False, gpu_decode=False,
+                        mean=(0.0,) * 3, std=(1.0,) * 3, batch_size=16, n_threads=0)
     student = WindowRecorder(1)
-    dataset, predictions = predict_subset(opt, student, "validation", settings,
-                                          torch.device("cpu"))
+    dataset, predictions = predict_subset(eval_config(tmp_path), config, student, "validation",
+                                          torch.device("cpu"), SpeedMode(None, False))
     assert len(dataset) == 100 and predictions.counts.tolist() == [100]
     assert student.batch_sizes == [8] * 12 + [4]
     # The video's feature is the mean over its windows, each loaded on its own (pixels

@@ -21,7 +21,7 @@ def write_logs(result_path):
     (result_path / "train.log").write_text(
         "epoch\tloss\tacc\tlr\tce\tnce_audio\n"
         "1\t2.5\t0.30\t0.001\t1.5\t1.0\n2\t2.0\t0.45\t0.001\t1.2\t0.8\n3\t1.6\t0.60\t0.001\t1.0\t0.6\n")
-    # As training.loop.validate writes it: `loss` is the clip cross-entropy.
+    # As training.engine.validate writes it: `loss` is the clip cross-entropy.
     (result_path / "val.log").write_text(
         "epoch\tloss\tacc\n1\t2.7\t0.25\n2\t2.2\t0.50\n3\t2.1\t0.40\n")
 

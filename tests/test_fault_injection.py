@@ -27,7 +27,7 @@ import torch
 
 import main
 import training.checkpoint
-import training.session
+import training.build
 from models import build_student
 from tests.conftest import REPO, read_log, reproducible_log, tiny_run_options
 from training.checkpoint import latest_checkpoint
@@ -57,7 +57,7 @@ def no_model(monkeypatch):
     """Fail the test if the run gets as far as building the student."""
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built before the input error was reported")
-    monkeypatch.setattr(training.session, "build_student", refuse)
+    monkeypatch.setattr(training.build, "build_student", refuse)
 
 
 @pytest.fixture(autouse=True)
@@ -344,7 +344,7 @@ def test_a_training_set_of_one_class_gives_finite_losses(data, tmp_path, capsys)
 def poison_forward(monkeypatch, poisoned) -> None:
     """Student forward calls n (1-based; one per training step under --no_val) for which
     `poisoned(n)` holds return NaN logits: the loss and every student gradient are NaN."""
-    real_build = training.session.build_student
+    real_build = training.build.build_student
 
     def build(*args, **kwargs):
         student = real_build(*args, **kwargs)
@@ -355,7 +355,7 @@ def poison_forward(monkeypatch, poisoned) -> None:
             return (logits * float("nan"), features) if poisoned(next(calls)) else (logits, features)
         student.forward = nan_forward
         return student
-    monkeypatch.setattr(training.session, "build_student", build)
+    monkeypatch.setattr(training.build, "build_student", build)
 
 
 def test_non_finite_steps_are_skipped_and_counted(data, tmp_path, capsys, monkeypatch):

@@ -8,6 +8,7 @@ from torch import nn
 from losses import JSDLoss, NCELoss
 from models.factory import build_student
 from training.batch import Batch
+from training.config import OptimConfig
 from training.objective import ccl_objective
 from training.optim import make_optimizers
 from training.step import train_step
@@ -17,34 +18,36 @@ N_CLASSES = 5
 
 
 class TinyImageNet(nn.Module):
-    """Frozen stand-in for the ResNet-34 teacher (same interface, 512-d output)."""
+    """Frozen stand-in for the image teacher (same interface, D-d output)."""
 
-    def __init__(self):
+    def __init__(self, dim: int = 512):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 512))
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, dim))
         self.requires_grad_(False)
 
     def forward(self, x):
         return self.net(x)
 
 
-class Options:
-    learning_rate, momentum, dampening, weight_decay, nesterov = 0.1, 0.9, 0.0, 5e-4, False
+OPTIM = OptimConfig(learning_rate=0.1, momentum=0.9, dampening=0.0, weight_decay=5e-4, nesterov=False,
+                    milestones=(150, 225), loss_weight=0.5)
 
 
-def make_batch(seed: int, with_audio: list[int]) -> Batch:
+def make_batch(seed: int, with_audio: list[int], audio_dim: int = 512) -> Batch:
     g = torch.Generator().manual_seed(seed)
     b = len(with_audio)
     return Batch(clip=torch.randn(b, 3, 4, 16, 16, generator=g, dtype=torch.float64),
                  target=torch.tensor([0, 1, 1, 2, 3, 3, 4, 0][:b]),
-                 audio=torch.randn(b, 512, generator=g, dtype=torch.float64) * torch.tensor(with_audio)[:, None],
+                 audio=torch.randn(b, audio_dim, generator=g, dtype=torch.float64) * torch.tensor(with_audio)[:, None],
                  audio_weight=torch.tensor(with_audio, dtype=torch.float64),
                  frame_index=2)
 
 
 def naive_gradients(student, teacher_list, batch, loss_weight):
     """SPEC §3 written the original's way: boolean selection of the audio samples, every
-    term on the full graph, student ← ∇L_v, head ← ∇(L_m + L_v)."""
+    term on the full graph, student ← ∇L_v, head ← ∇(L_m + L_v). With a D ≠ 512 teacher the
+    student's feature enters C(·, m) and C(·, t) as P·v, P the head's `projection` (a head
+    parameter like the others)."""
     ce = nn.CrossEntropyLoss()
     jsd = JSDLoss(0.5)
     logits, v = student(batch.clip)
@@ -58,8 +61,11 @@ def naive_gradients(student, teacher_list, batch, loss_weight):
         keep = torch.ones(len(y), dtype=torch.bool) if weight is None else weight > 0
         t_k, v_k, z_k, y_k = t[keep], v[keep], logits[keep], y[keep]
         z_m, m = teacher.head(t_k, v_k)
-        contrast_v = nce(v_k, m, y_k) + nce(m, v_k, y_k) + nce(v_k, t_k, y_k) + nce(t_k, v_k, y_k)
-        contrast_m = nce(v_k, m, y_k) + nce(m, v_k, y_k) + nce(m, t_k, y_k) + nce(t_k, m, y_k)
+        projection = teacher.head.projection
+        assert (projection is None) == (t.shape[1] == 512)
+        p_k = v_k if projection is None else v_k @ projection.weight.T
+        contrast_v = nce(p_k, m, y_k) + nce(m, p_k, y_k) + nce(p_k, t_k, y_k) + nce(t_k, p_k, y_k)
+        contrast_m = nce(p_k, m, y_k) + nce(m, p_k, y_k) + nce(m, t_k, y_k) + nce(t_k, m, y_k)
         l_v = l_v + w * (contrast_v + jsd(z_k, z_m))
         l_m_total = l_m_total + ce(z_m, y_k) + contrast_m + jsd(z_k, z_m)
     student_params = list(student.parameters())
@@ -69,13 +75,14 @@ def naive_gradients(student, teacher_list, batch, loss_weight):
     return list(zip(student_params, g_student)) + list(zip(head_params, g_heads))
 
 
-def configure(config: str):
+def configure(config: str, audio_dim: int = 512, image_dim: int = 512):
     """Student and teachers in float64, so that summation order cannot hide a routing error
     behind rounding."""
     torch.manual_seed(0)
     student = build_student("r21d", 18, N_CLASSES).double()
     use_audio, use_image = {"base": (False, False), "a": (True, False), "i": (False, True), "ai": (True, True)}[config]
-    teacher_list = build_teachers(use_audio, use_image, N_CLASSES, TinyImageNet().double(), 16, torch.device("cpu"))
+    teacher_list = build_teachers(use_audio, use_image, N_CLASSES, TinyImageNet(image_dim).double(), 16,
+                                  torch.device("cpu"), audio_dim=audio_dim, image_dim=image_dim)
     for teacher in teacher_list:
         teacher.head.double()
     return student, teacher_list
@@ -84,6 +91,13 @@ def configure(config: str):
 @pytest.mark.parametrize("config", ["base", "a", "i", "ai"])
 def test_single_backward_step_equals_naive_routing(config):
     assert_step_equals_naive_routing(config, ccl_objective)
+
+
+# D ≠ 512: a 2048-d audio embedding (PANNs Cnn14) and a 768-d image teacher (ViT-B/16).
+@pytest.mark.parametrize("config,audio_dim,image_dim",
+                         [("a", 2048, 512), ("i", 512, 768), ("ai", 2048, 768), ("ai", 512, 768)])
+def test_single_backward_step_equals_naive_routing_for_other_dims(config, audio_dim, image_dim):
+    assert_step_equals_naive_routing(config, ccl_objective, audio_dim=audio_dim, image_dim=image_dim)
 
 
 @pytest.mark.parametrize("config", ["base", "ai"])
@@ -95,17 +109,17 @@ def test_compiled_objective_keeps_the_routing(config):
     assert_step_equals_naive_routing(config, torch.compile(ccl_objective), steps=2)
 
 
-def assert_step_equals_naive_routing(config, objective, steps=1):
-    batch = make_batch(1, [1, 1, 0, 1, 1, 0, 1, 1])
-    student, teacher_list = configure(config)
+def assert_step_equals_naive_routing(config, objective, steps=1, audio_dim=512, image_dim=512):
+    batch = make_batch(1, [1, 1, 0, 1, 1, 0, 1, 1], audio_dim)
+    student, teacher_list = configure(config, audio_dim, image_dim)
     ref_student, ref_teachers = copy.deepcopy(student), copy.deepcopy(teacher_list)
     ref_teachers_by_name = {t.name: t for t in ref_teachers}
     initial_heads = [p.detach().clone() for t in teacher_list for p in t.head.parameters()]
 
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
-    ref_optimizers = make_optimizers(ref_student, heads(ref_teachers), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
+    ref_optimizers = make_optimizers(ref_student, heads(ref_teachers), OPTIM)
     for step in range(steps):
-        step_batch = batch if step == 0 else make_batch(2, [0, 1, 1, 1, 0, 1, 1, 1])
+        step_batch = batch if step == 0 else make_batch(2, [0, 1, 1, 1, 0, 1, 1, 1], audio_dim)
         result = train_step(student, teacher_list, step_batch, list(optimizers.values()),
                             loss_weight=0.5, objective=objective)
         assert result.finite
@@ -146,7 +160,7 @@ def test_plain_single_backward_differs_from_exact_routing():
 def test_batch_without_any_audio_trains_on_cross_entropy_only():
     batch = make_batch(3, [0] * 8)
     student, teacher_list = configure("a")
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
     result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
     assert result.finite
     for name in ("audio/contrast", "audio/divergence", "audio/head"):
@@ -158,7 +172,7 @@ def test_single_class_batch_is_finite():
     batch = make_batch(4, [1] * 8)
     batch.target = torch.zeros(8, dtype=torch.long)
     student, teacher_list = configure("ai")
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
     result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
     assert result.finite and torch.isfinite(result.loss)
 
@@ -168,7 +182,7 @@ def test_non_finite_loss_skips_every_step():
     batch.audio[0, 0] = float("nan")
     student, teacher_list = configure("a")
     before = [p.clone() for p in student.parameters()]
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
     result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
     assert not result.finite
     assert all(torch.equal(p, q) for p, q in zip(before, student.parameters()))
@@ -181,7 +195,7 @@ def test_skipped_step_leaves_batchnorm_statistics_as_they_were():
     batch.clip[0, 0, 0, 0, 0] = float("inf")
     student, teacher_list = configure("base")
     before = {name: b.clone() for name, b in student.named_buffers()}
-    optimizers = make_optimizers(student, heads(teacher_list), Options)
+    optimizers = make_optimizers(student, heads(teacher_list), OPTIM)
     result = train_step(student, teacher_list, batch, list(optimizers.values()), loss_weight=0.5)
     assert not result.finite
     for name, buffer in student.named_buffers():

@@ -12,11 +12,12 @@ import torch
 from torch import nn
 
 from losses import multiclass_nce, symmetric_kl, symmetric_nce, weighted_cross_entropy
-from tests.test_gradient_routing import Options
+from tests.test_gradient_routing import OPTIM
 from training.batch import Batch
 from training.objective import TeacherInputs, ccl_objective
 from training.optim import make_optimizers
-from training.step import configure_backends, train_step
+from training.precision import configure_backends
+from training.step import train_step
 from training.teachers import build_teachers, heads
 
 N_CLASSES, BATCH = 51, 16
@@ -147,7 +148,7 @@ def test_compiled_objective_in_a_bf16_step_gives_fp32_gradients(device, backend)
         student = TinyStudent().to(device)
         teachers = build_teachers(True, True, N_CLASSES, nn.Identity(), 16, device)
         teachers[1].features = lambda _: (image, None)
-        optimizers = list(make_optimizers(student, heads(teachers), Options).values())
+        optimizers = list(make_optimizers(student, heads(teachers), OPTIM).values())
         train_step(student, teachers, batch, optimizers, 0.5, torch.bfloat16, objective)
         gradients.append([p.grad for t in teachers for p in t.head.parameters()])
     for eager, compiled in zip(*gradients, strict=True):

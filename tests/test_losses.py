@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses import JSDLoss, NCELoss, multiclass_nce, symmetric_kl, weighted_cross_entropy
+from losses import JSDLoss, NCELoss, multiclass_nce, symmetric_kl, symmetric_nce, weighted_cross_entropy
+from losses.nce import symmetric_nce_pairs
 
 EPS = 1e-10
 
@@ -52,6 +53,30 @@ def test_nce_matches_direct_definition(tau):
     expected = naive_nce(x, y, labels.tolist(), tau)
     assert multiclass_nce(x, y, labels, tau).item() == pytest.approx(expected, rel=1e-5)
     assert NCELoss(tau)(x, y, labels).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("members", [None, [0, 2, 3, 5], [1]])
+def test_symmetric_nce_of_several_pairs_is_each_pair_both_ways(members):
+    """C(x_k, y_k) = NCE(x_k, y_k) + NCE(y_k, x_k) for each of K pairs at once (values
+    against the loops; gradients against separate one-direction calls)."""
+    torch.manual_seed(3)
+    pairs = [(torch.randn(6, 8, dtype=torch.float64, requires_grad=True),
+              torch.randn(6, 8, dtype=torch.float64, requires_grad=True)) for _ in range(3)]
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    weight = None if members is None else torch.zeros(6, dtype=torch.float64).index_fill(0, torch.tensor(members), 1)
+    got = symmetric_nce_pairs(pairs, labels, 0.1, weight)
+    for k, (x, y) in enumerate(pairs):
+        want = (naive_nce(x.detach(), y.detach(), labels.tolist(), 0.1, members)
+                + naive_nce(y.detach(), x.detach(), labels.tolist(), 0.1, members))
+        assert got[k].item() == pytest.approx(want, rel=1e-9, abs=1e-12)
+        assert symmetric_nce(x, y, labels, 0.1, weight).item() == pytest.approx(want, rel=1e-9, abs=1e-12)
+    coefficients = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    grads = torch.autograd.grad((got * coefficients).sum(), [t for pair in pairs for t in pair])
+    separate = sum(c * (multiclass_nce(x, y, labels, 0.1, weight) + multiclass_nce(y, x, labels, 0.1, weight))
+                   for c, (x, y) in zip(coefficients, pairs))
+    want_grads = torch.autograd.grad(separate, [t for pair in pairs for t in pair])
+    for g, w in zip(grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
 
 
 def test_nce_is_not_symmetric_in_its_arguments():

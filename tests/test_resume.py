@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import main
-from training.loop import Timed
 from tests.conftest import read_log, reproducible_log, tiny_run_options
+from training.engine import Timed
 
 
 def final_state(path):

@@ -13,13 +13,13 @@ import torch
 
 import training.checkpoint
 import training.result_folder
-import training.session
+import training.build
+from errors import UserError
 from tests.conftest import REPO, read_log, tiny_run_options
 from tests.test_fault_injection import (FAST, assert_one_line_error, data, drop_checkpoints, launch,  # noqa: F401
                                         launched, no_model, one_thread, run_main, wait_for)
 from training.checkpoint import atomic_save
 from training.device import describe_device
-from training.inputs import UserError
 from training.result_folder import hold_result_folder
 
 
@@ -179,7 +179,7 @@ def test_the_device_line_names_the_gpu_and_the_precision():
 def refuse_models(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was built before the option error was reported")
-    monkeypatch.setattr(training.session, "build_student", refuse)
+    monkeypatch.setattr(training.build, "build_student", refuse)
 
 
 def test_resuming_with_other_training_options_is_an_error_listing_each(data, tmp_path, capsys, monkeypatch):

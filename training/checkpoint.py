@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from errors import MissingFileError, TrainingStopped, UserError
 from models.checkpoint_file import read_checkpoint_file
 from models.factory import strip_module_prefix
 
@@ -28,7 +29,7 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(TrainingStopped):
     """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
 
 
@@ -89,46 +90,25 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def training_state(epoch: int, arch: str, student: nn.Module, heads: nn.ModuleDict,
-                   optimizers: dict[str, torch.optim.Optimizer], scheduler, best_acc: float,
-                   options: dict, option_changes: list[dict]) -> dict:
-    """The original's keys (`epoch`, `arch`, `state_dict`, `optimizer`, `scheduler`) plus
-    the heads, their optimizers, the best accuracy and the RNG state for an exact resume,
-    and the run's options (`training.run_options`: plain values) with the changes a resume
-    was allowed to make to them."""
-    return {
-        "epoch": epoch,
-        "arch": arch,
-        "state_dict": unwrap(student).state_dict(),
-        "optimizer": optimizers["student"].state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "heads": {name: head.state_dict() for name, head in heads.items()},
-        "head_optimizers": {name: optimizers[name].state_dict() for name in heads},
-        "best_acc": best_acc,
-        "rng": rng_state(),
-        "options": options,
-        "option_changes": option_changes,
-    }
-
-
-def save_training_state(result_path: Path, state: dict, name: str) -> None:
-    """`<name>.pth` plus, as in the original, `<name>_<teacher>.pth` for each head."""
-    atomic_save(state, result_path / f"{name}.pth")
-    for head_name, head_state in state["heads"].items():
-        atomic_save({"epoch": state["epoch"], "state_dict": head_state,
-                     "optimizer": state["head_optimizers"][head_name]},
+def save_checkpoint(checkpoint: dict, result_path: Path, name: str) -> None:
+    """`<name>.pth` plus, as in the original, `<name>_<teacher>.pth` for each head
+    (`training.state.checkpoint_of` gives the dict)."""
+    atomic_save(checkpoint, result_path / f"{name}.pth")
+    for head_name, head_state in checkpoint["heads"].items():
+        atomic_save({"epoch": checkpoint["epoch"], "state_dict": head_state,
+                     "optimizer": checkpoint["head_optimizers"][head_name]},
                     result_path / f"{name}_{head_name}.pth")
 
 
 def load_checkpoint(path: Path, option: str = "--resume_path") -> dict:
-    """The checkpoint at `path`, read without running code. ValueError (one line naming the
+    """The checkpoint at `path`, read without running code. UserError (one line naming the
     file) when it is missing, unreadable, refused or not a dict."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{option} {path} does not exist (pass a save_<epoch>.pth file or 'latest')")
+        raise MissingFileError(f"{option} {path} does not exist (pass a save_<epoch>.pth file or 'latest')")
     checkpoint = read_checkpoint_file(path, option)
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{option} {path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+        raise UserError(f"{option} {path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
     return checkpoint
 
 
@@ -142,12 +122,12 @@ def load_student_weights(student: nn.Module, checkpoint: dict, path: Path) -> No
     """Load `state_dict` strictly; accepts the original release's checkpoints (and their
     DataParallel `module.` prefix)."""
     if "state_dict" not in checkpoint:
-        raise ValueError(f"{path} has no 'state_dict' entry: not a CCL / 3D-ResNets checkpoint")
+        raise UserError(f"{path} has no 'state_dict' entry: not a CCL / 3D-ResNets checkpoint")
     try:
         unwrap(student).load_state_dict(strip_module_prefix(checkpoint["state_dict"]), strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
-        raise ValueError(f"{path} does not match --model/--model_depth/--n_classes: {first}") from e
+        raise UserError(f"{path} does not match --model/--model_depth/--n_classes: {first}") from e
 
 
 def latest_checkpoint(result_path: Path) -> Path | None:

@@ -3,8 +3,18 @@ import os
 
 import torch
 
-from training.distributed import is_distributed, rank, world_size
-from training.step import speed_mode
+from training.config import RunConfig
+from training.distributed import init_from_environment, is_distributed, rank, world_size
+from training.precision import speed_mode
+
+
+def select_device(run: RunConfig) -> torch.device:
+    """CUDA when a device is visible and not --no_cuda; under --distributed this process's
+    device in the process group it joins."""
+    use_cuda = torch.cuda.is_available() and not run.no_cuda
+    if run.distributed:
+        return init_from_environment(use_cuda)
+    return torch.device("cuda" if use_cuda else "cpu")
 
 
 _SHORT_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}

@@ -5,10 +5,13 @@ DataParallel runs did: features are gathered from all ranks *with* their gradien
 """
 import itertools
 import os
+from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from errors import UserError
 
 
 def is_distributed() -> bool:
@@ -31,6 +34,18 @@ def shutdown() -> None:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+def check_torchrun(batch_size: int, environment: Mapping[str, str]) -> None:
+    """--distributed: launched by torchrun (RANK, WORLD_SIZE set), with a global batch that
+    splits evenly over its processes. Raises UserError."""
+    if "RANK" not in environment or "WORLD_SIZE" not in environment:
+        raise UserError("--distributed needs torchrun (RANK and WORLD_SIZE are not set): launch with "
+                        "`torchrun --nproc_per_node N main.py --distributed ...`, or drop --distributed")
+    processes = int(environment["WORLD_SIZE"])
+    if batch_size % processes:
+        raise UserError(f"--batch_size {batch_size} is the global batch and must be divisible by the "
+                        f"{processes} torchrun processes: pass a multiple of {processes}")
 
 
 def init_from_environment(use_cuda: bool) -> torch.device:

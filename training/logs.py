@@ -1,9 +1,49 @@
-"""Epoch logs: tab-separated files (the original's train.log / val.log) and TensorBoard."""
+"""Epoch logs: tab-separated files (the original's train.log / val.log), TensorBoard and
+run.log lines."""
 import csv
 import json
+import logging
 from pathlib import Path
 
 from training.distributed import is_main_process
+
+log = logging.getLogger("ccl")
+
+# train.log columns measured in wall time: the only ones a resumed run does not reproduce.
+TIMING_KEYS = ("clips_per_s", "data_wait")
+
+
+class RunLogs:
+    """train.log, val.log and TensorBoard of a run that starts at epoch `first_epoch`: the
+    rows of that epoch and later ones (left by the run being resumed) are dropped first."""
+
+    def __init__(self, result_path: Path, tensorboard: bool, first_epoch: int):
+        self.train_log = EpochLog(result_path / "train.log")
+        self.val_log = EpochLog(result_path / "val.log")
+        for epoch_log in (self.train_log, self.val_log):
+            truncate_after(epoch_log.path, first_epoch - 1)
+        self.board = TensorBoard(result_path, tensorboard)
+
+    def train(self, epoch: int, lr: float, summary: dict[str, float]) -> None:
+        """One train.log row: `epoch`, `loss`, `acc`, `lr`, then the rest of the epoch's
+        summary in its order (loss terms, counts, speed)."""
+        row = {"epoch": epoch, "loss": summary["loss"], "acc": summary["acc"], "lr": lr}
+        row.update((name, value) for name, value in summary.items() if name not in row)
+        self._write(self.train_log, "train", row)
+
+    def val(self, epoch: int, metrics: dict[str, float]) -> None:
+        """One val.log row: `epoch`, `loss`, `acc`."""
+        self._write(self.val_log, "val", {"epoch": epoch, **metrics})
+
+    def _write(self, epoch_log: "EpochLog", name: str, row: dict) -> None:
+        epoch_log.write(row)
+        values = {k: v for k, v in row.items() if k != "epoch"}
+        self.board.scalars(name, values, row["epoch"])
+        log.info("epoch %d %s: %s", row["epoch"], name, " ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items()))
+
+    def close(self) -> None:
+        self.board.close()
 
 
 class EpochLog:

@@ -13,7 +13,7 @@ DIVERGENCE_WEIGHT = 0.5   # the original's JSDLoss(weight=0.5)
 @dataclass
 class TeacherInputs:
     teacher: Teacher
-    features: Tensor          # t: (B, 512)
+    features: Tensor          # t: (B, D), D = the teacher's feature dimension (512 in the paper)
     weight: Tensor | None     # (B,) 0/1 mask of samples taking part, None = all
 
 
@@ -22,15 +22,19 @@ def ccl_objective(logits: Tensor, features: Tensor, target: Tensor,
     """Total loss whose single backward gives SPEC §3's gradients.
 
     logits z_v: (B, C) and features v: (B, 512) of the student, over the whole (global) batch.
-    target: (B,) labels. branches: one entry per active teacher (empty = baseline).
-    loss_weight: w of CCL (AI); a single teacher uses weight 1 (SPEC §3).
+    target: (B,) labels. branches: one entry per active teacher (empty = baseline), each
+    with teacher features t (B, D). loss_weight: w of CCL (AI); a single teacher uses
+    weight 1 (SPEC §3).
 
     Returns (L_v + Σ_T L_m(T), terms) with detached scalar terms for logging:
-      L_v = CE(z_v) + λ Σ_T ([C(v,m)+C(v,t)] + D(z_v,z_m))         (student and heads)
-      L_m(T) = CE(z_m) + [C(v,m)+C(m,t)] + D(z_v,z_m)               (heads only)
+      L_v = CE(z_v) + λ Σ_T ([C(v',m)+C(v',t)] + D(z_v,z_m))       (student and heads)
+      L_m(T) = CE(z_m) + [C(v',m)+C(m,t)] + D(z_v,z_m)              (heads only)
+    with v' = P_T·v, the head's projection of v into the teacher's D-d space when D ≠ 512,
+    and v' = v when D = 512 (the paper; `CompositionClassifier.project_student`).
     L_m is computed on a second head pass over the *detached* student outputs, so the
-    student receives ∇L_v only while each head receives ∇(L_m + L_v): what the original
-    obtained with one backward pass per optimizer.
+    student receives ∇L_v only (through P_T when there is one) while each head, P_T
+    included, receives ∇(L_m + L_v): what the original obtained with one backward pass per
+    optimizer.
 
     Precision: fp32 (fp64 for fp64 inputs) whether or not autocast is on. The inputs are
     promoted and autocast is off in here, so the student and the image teacher run in
@@ -58,13 +62,14 @@ def _objective(logits: Tensor, features: Tensor, target: Tensor,
         teacher, w, tau = branch.teacher, branch.weight, branch.teacher.temperature
         t = at_least_fp32(branch.features)
         z_m, m = teacher.head(t, features)
-        contrast = symmetric_nce(features, m, target, tau, w) + symmetric_nce(features, t, target, tau, w)
+        v_in_t = teacher.head.project_student(features)
+        contrast = symmetric_nce(v_in_t, m, target, tau, w) + symmetric_nce(v_in_t, t, target, tau, w)
         divergence = DIVERGENCE_WEIGHT * symmetric_kl(logits, z_m, w)
         student_loss = student_loss + distill_weight * (contrast + divergence)
 
         z_m_head, m_head = teacher.head(t, v_frozen)
         head_ce = weighted_cross_entropy(z_m_head, target, w)
-        head_contrast = (symmetric_nce(v_frozen, m_head, target, tau, w)
+        head_contrast = (symmetric_nce(teacher.head.project_student(v_frozen), m_head, target, tau, w)
                          + symmetric_nce(m_head, t, target, tau, w))
         head_divergence = DIVERGENCE_WEIGHT * symmetric_kl(z_frozen, z_m_head, w)
         head_losses.append(head_ce + head_contrast + head_divergence)

@@ -2,23 +2,25 @@
 import torch
 from torch import nn
 
+from training.config import OptimConfig
 
-def make_sgd(module: nn.Module, opt, fused: bool) -> torch.optim.SGD:
-    return torch.optim.SGD(module.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
-                           dampening=0.0 if opt.nesterov else opt.dampening,
-                           weight_decay=opt.weight_decay, nesterov=opt.nesterov,
+
+def make_sgd(module: nn.Module, config: OptimConfig, fused: bool) -> torch.optim.SGD:
+    return torch.optim.SGD(module.parameters(), lr=config.learning_rate, momentum=config.momentum,
+                           dampening=0.0 if config.nesterov else config.dampening,
+                           weight_decay=config.weight_decay, nesterov=config.nesterov,
                            fused=fused or None)
 
 
-def make_optimizers(student: nn.Module, heads: nn.ModuleDict, opt,
+def make_optimizers(student: nn.Module, heads: nn.ModuleDict, config: OptimConfig,
                     fused: bool = False) -> dict[str, torch.optim.SGD]:
     """{'student': SGD, <teacher name>: SGD, ...} with identical settings."""
-    optimizers = {"student": make_sgd(student, opt, fused)}
+    optimizers = {"student": make_sgd(student, config, fused)}
     for name, head in heads.items():
-        optimizers[name] = make_sgd(head, opt, fused)
+        optimizers[name] = make_sgd(head, config, fused)
     return optimizers
 
 
-def make_scheduler(student_optimizer: torch.optim.SGD, opt) -> torch.optim.lr_scheduler.MultiStepLR:
+def make_scheduler(student_optimizer: torch.optim.SGD, config: OptimConfig) -> torch.optim.lr_scheduler.MultiStepLR:
     """MultiStepLR(γ 0.1) on the student's optimizer; the heads keep their learning rate."""
-    return torch.optim.lr_scheduler.MultiStepLR(student_optimizer, milestones=opt.multistep_milestones, gamma=0.1)
+    return torch.optim.lr_scheduler.MultiStepLR(student_optimizer, milestones=list(config.milestones), gamma=0.1)

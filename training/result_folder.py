@@ -5,9 +5,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from errors import UserError
 from models.checkpoint_file import read_checkpoint_file
 from training.checkpoint import latest_checkpoint, remove_temporary_files
-from training.inputs import UserError
 
 LOCK_FILE = "run.lock"
 

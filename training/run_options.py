@@ -3,7 +3,7 @@ change: a checkpoint continues only the training it was started with."""
 import logging
 from pathlib import Path
 
-from training.inputs import UserError
+from errors import UserError
 
 log = logging.getLogger("ccl")
 
@@ -22,14 +22,15 @@ NOT_TRAINING = frozenset({
 })
 # Options that matter only when the teacher they belong to is on (in either run).
 ONLY_WITH = {"audio_path": "use_audio", "image_teacher_weights": "use_image",
-             "allow_untrained_teacher": "use_image", "image_size": "use_image"}
+             "allow_untrained_teacher": "use_image", "image_size": "use_image",
+             "image_teacher": "use_image", "image_teacher_norm": "use_image"}
 
 
-def recorded_options(opt) -> dict:
-    """Every option as a plain value (paths absolute strings), as opts.json and checkpoints
-    hold them."""
+def recorded_options(options: dict) -> dict:
+    """Every option as a plain value (paths absolute strings), sorted by name, as opts.json
+    and checkpoints hold them."""
     return {name: str(Path(value).absolute()) if isinstance(value, Path) else value
-            for name, value in sorted(vars(opt).items())}
+            for name, value in sorted(options.items())}
 
 
 def changed_training_options(saved: dict, current: dict) -> list[tuple[str, object, object]]:
@@ -50,23 +51,24 @@ def describe_changes(changes: list[tuple[str, object, object]]) -> str:
     return ", ".join(f"--{name} {before} → {after}" for name, before, after in changes)
 
 
-def check_resume_options(checkpoint: dict, opt, path: Path) -> list[dict]:
+def check_resume_options(checkpoint: dict, options: dict, allow_changed: bool, path: Path) -> list[dict]:
     """The option changes the resumed run carries on (opts.json's `option_changes`).
 
     A checkpoint that records options is resumed only with the same training options;
     `--allow_changed_options` lets the run continue with the new ones, which are then
     recorded with the epoch they start at. A checkpoint without options (the original
-    release's) is resumed with a warning. Raises UserError listing every difference."""
+    release's) is resumed with a warning. `options`: the run's (`recorded_options`).
+    Raises UserError listing every difference."""
     earlier = list(checkpoint.get("option_changes", []))
     saved = checkpoint.get("options")
     if saved is None:
         log.warning("%s records no options (a checkpoint of the original release): it is resumed "
                     "with the options given now, which cannot be checked against its training", path)
         return earlier
-    changes = changed_training_options(saved, recorded_options(opt))
+    changes = changed_training_options(saved, options)
     if not changes:
         return earlier
-    if not opt.allow_changed_options:
+    if not allow_changed:
         raise UserError(f"{path} was trained with other options: {describe_changes(changes)}; resume it "
                         f"with the options it was trained with (its opts.json), start a new run with "
                         f"another --result_path, or pass --allow_changed_options to continue it with "

@@ -19,8 +19,9 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from util_scripts.annotation import (UserError, database_entry, frame_count, report_missing,
-                                     require_dir, run_cli, save_annotation)
+from errors import UserError
+from util_scripts.annotation import (database_entry, frame_count, report_missing, require_dir,
+                                     run_cli, save_annotation)
 
 _ROUNDING = 1e-6  # frames; far below one frame, far above float error
 

@@ -8,9 +8,7 @@ from typing import TextIO
 
 import h5py
 
-
-class UserError(Exception):
-    """A mistake in the builder's input (path, file format); the message says what to fix."""
+from errors import UserError
 
 
 def frame_count(path: Path) -> int:

@@ -39,19 +39,16 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.cnn14 import (DEFAULT_MODEL, PANNS_MODELS, CheckpointError, PannsCnn, PannsSpec,
-                          load_official_state_dict, read_official_state_dict)
+from errors import UserError
+from models.cnn14 import (DEFAULT_MODEL, PANNS_MODELS, PannsCnn, PannsSpec, load_official_state_dict,
+                          read_official_state_dict)
 
 # PCM sample width in bytes → (numpy dtype, offset, scale) mapping stored integers to
 # [-1, 1), the convention of soundfile/librosa.
 _PCM = {1: ("u1", 128, 2.0 ** 7), 2: ("<i2", 0, 2.0 ** 15), 4: ("<i4", 0, 2.0 ** 31)}
 
 
-class UsageError(ValueError):
-    """A mistake the user can fix: printed as one `error:` line."""
-
-
-class WavError(UsageError):
+class WavError(UserError):
     """A WAV file this tool cannot use as it is."""
 
 
@@ -167,7 +164,7 @@ def _pending_files(args: argparse.Namespace,
                    spec: PannsSpec) -> tuple[list[WavInfo], int]:
     """(files still to extract with their sample counts, number already done).
 
-    UsageError if an existing output is not a feature of `spec`'s size.
+    UserError if an existing output is not a feature of `spec`'s size.
     """
     limit = (None if args.max_seconds is None
              else int(round(args.max_seconds * spec.sample_rate)))
@@ -177,10 +174,10 @@ def _pending_files(args: argparse.Namespace,
         if output.exists():
             problem = feature_problem(output, spec.embedding_dim)
             if problem is not None:
-                raise UsageError(f"--dst_path {args.dst_path} already holds other features: "
-                                 f"{problem}, but --model {spec.name} writes "
-                                 f"({spec.embedding_dim},) float32 (a run's audio features "
-                                 f"must all have one size: use another --dst_path)")
+                raise UserError(f"--dst_path {args.dst_path} already holds other features: "
+                                f"{problem}, but --model {spec.name} writes "
+                                f"({spec.embedding_dim},) float32 (a run's audio features "
+                                f"must all have one size: use another --dst_path)")
             done += 1
             continue
         n = wav_num_samples(args.wav_path / relative, spec)
@@ -193,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         written, done, too_short = _run(args)
-    except (UsageError, CheckpointError, FileNotFoundError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{written} features written, {done} already there, {len(too_short)} files too "
@@ -211,11 +208,11 @@ def _run(args: argparse.Namespace) -> tuple[int, int, list[WavInfo]]:
     """
     problem = _argument_error(args)
     if problem is not None:
-        raise UsageError(problem)
+        raise UserError(problem)
     spec = PANNS_MODELS[args.model]
     pending, done = _pending_files(args, spec)
     if not pending and not done:
-        raise UsageError(f"no .wav files under {args.wav_path} (<label>/<id>.wav expected)")
+        raise UserError(f"no .wav files under {args.wav_path} (<label>/<id>.wav expected)")
     if not pending:
         return 0, done, []
     state = read_official_state_dict(args.checkpoint, spec)

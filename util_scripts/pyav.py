@@ -4,10 +4,12 @@ Training and evaluation read HDF5 files and never need PyAV, so nothing imports 
 level: the code that decodes or encodes calls `require_av()`, which names the package and
 the command to install it when it is missing.
 """
+from errors import UserError
+
 INSTALL_COMMAND = "pip install av"
 
 
-class MissingPyAV(ImportError):
+class MissingPyAV(UserError, ImportError):
     """PyAV is needed here and not installed; the message is one line for the user."""
 
 

@@ -16,8 +16,9 @@ from pathlib import Path, PurePosixPath
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from util_scripts.annotation import (UserError, database_entry, frame_count, report_missing,
-                                     require_dir, run_cli, write_database)
+from errors import UserError
+from util_scripts.annotation import (database_entry, frame_count, report_missing, require_dir,
+                                     run_cli, write_database)
 
 SUBSETS = (("trainlist", "training"), ("testlist", "validation"))
 
