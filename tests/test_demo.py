@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from demo import data as demo_data, textures
+from demo.image_teacher import WEIGHTS_FILE, TeacherSettings, demo_teacher_weights
 from demo.run import format_table, run_demo
 from main import train_and_evaluate
 from opts import parse_opts
@@ -131,9 +132,14 @@ def test_format_table_gives_mean_and_sample_std_per_config():
 def test_demo_runs_end_to_end_at_a_tiny_scale(tmp_path, capsys):
     opt = parse_opts(["--demo", "--demo_epochs", "1", "--demo_seeds", "2", "--result_path", str(tmp_path)])
     build = functools.partial(demo_data.build_demo_dataset, train_per_class=2, val_per_class=1)
-    assert run_demo(opt, train_and_evaluate, build_data=build, configs=("baseline", "ccl_ai")) == 0
+    teacher = functools.partial(demo_teacher_weights, settings=TeacherSettings(
+        images_per_concept=2, held_out_per_concept=1, epochs=1, batch_size=32))
+    assert run_demo(opt, train_and_evaluate, build_data=build, build_teacher=teacher,
+                    configs=("baseline", "ccl_ai")) == 0
     root = tmp_path / "demo"
     summary = json.loads((root / "summary.json").read_text())
+    weights = root / "teacher" / WEIGHTS_FILE
+    assert weights.is_file() and 0 <= summary["teacher_held_out_top1"] <= 100
     for config in ("baseline", "ccl_ai"):
         runs = summary["runs"][config]
         assert len(runs) == 2
@@ -149,7 +155,10 @@ def test_demo_runs_end_to_end_at_a_tiny_scale(tmp_path, capsys):
             assert (result / "report.md").is_file() == (seed == 2)
             assert not list(result.glob("*.pth"))
         options = json.loads((root / f"{config}_seed1" / "opts.json").read_text())
-        assert options["use_audio"] == (config == "ccl_ai")
+        assert options["use_audio"] == options["use_image"] == (config == "ccl_ai")
+        assert options["image_teacher"] == "resnet18"
+        assert options["image_teacher_weights"] == str(weights.absolute())
+        assert options["image_size"] == options["sample_size"] == demo_data.SIZE
     # The comparison of every run, with the numbers the demo printed.
     comparison = (root / "report.md").read_text()
     assert (root / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
