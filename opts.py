@@ -140,11 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = p.add_argument_group("demo")
     demo.add_argument("--demo", action="store_true",
-                      help="build a synthetic dataset and compare baseline with CCL (AI) on CPU")
+                      help="build a synthetic dataset and an image teacher, compare baseline with CCL (A), (I), (AI) on CPU")
     demo.add_argument("--demo_seeds", default=1, type=int)
-    demo.add_argument("--demo_epochs", default=8, type=int)
+    demo.add_argument("--demo_epochs", default=12, type=int)
     demo.add_argument("--allow_untrained_teacher", action="store_true",
-                      help="(demo/tests) run the image teacher with random, BN-calibrated weights")
+                      help="(tests, benchmarks) run the image teacher with random, BN-calibrated weights")
     return p
 
 

@@ -1,17 +1,16 @@
-"""The built-in demo dataset: real on-disk formats, a deliberate cross-modal gap.
+"""The built-in demo dataset: real on-disk formats, two teachers that know different things.
 
-Six classes of synthetic videos, a coloured square moving over a noisy background:
+Six classes of synthetic videos, the textures STUDENT_CONCEPTS of demo/textures.py: an
+object filled with its class's texture drifting over a noisy background. The classes come in
+three look-alike pairs (classes 0/1, 2/3, 4/5): within a pair the colours are the same and
+only the texture differs, a 4×4 pattern of 2 px cells at a random phase, under per-frame
+pixel noise and the training crops. The student sees a few videos per class; the image
+teacher learned all N_CONCEPTS textures from its own, larger image set
+(demo/image_teacher.py), as the paper's teacher learned objects from ImageNet.
 
-- classes 0 and 1 (red moving right, blue moving down) are easy to tell apart by eye but
-  sound alike: their audio features share one centre, so the audio teacher cannot tell
-  them apart;
-- classes 2-5 come in look-alike pairs (2/3 green, 4/5 yellow; same colour and speed, only
-  the vertical direction differs, a few pixels over a clip, under per-frame pixel noise)
-  whose audio features have four distinct centres.
-
-So the student's visual cue is weak exactly where the audio teacher is informative, and
-strong where it is not. Whether distilling the audio teacher helps the student is what the
-demo measures (docs/DEMO.md).
+The audio features have five centres: classes 0 and 1 share one sound, so the audio teacher
+cannot tell that pair apart; classes 2-5 each have their own. Whether distilling either
+teacher helps the student is what the demo measures (docs/DEMO.md).
 
 Everything goes through the project's own pipeline: videos are encoded to `.avi` files,
 converted by `util_scripts/generate_video_hdf5.py`, described by an annotation JSON in the
@@ -19,27 +18,21 @@ UCF layout, and audio features are per-video `.npy` files (some missing on purpo
 """
 import json
 import shutil
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from demo import textures
 from demo.media import encode_video
 from util_scripts import generate_video_hdf5
 from util_scripts.annotation import database_entry, write_database
 
-CLASSES = ["red_right", "blue_down", "green_down", "green_up", "yellow_down", "yellow_up"]
-COLOURS = {"red": (230, 40, 40), "blue": (40, 60, 230), "green": (40, 200, 60), "yellow": (230, 210, 40)}
-# Velocity (dy, dx) in px/frame at the stored resolution. Each look-alike pair differs only
-# in the sign of dy (down or up; horizontal flips during training leave dy alone).
-VELOCITY = {"red_right": (0.0, 0.8), "blue_down": (0.8, 0.0),
-            "green_down": (0.5, 0.5), "green_up": (-0.5, 0.5),
-            "yellow_down": (0.5, -0.5), "yellow_up": (-0.5, -0.5)}
-SPEED_JITTER = 0.1          # per-video relative speed variation (uniform ±)
-FRAMES, HEIGHT, WIDTH, SQUARE = 24, 16, 20, 5
-BACKGROUND = (40.0, 160.0)  # range of the per-video grey level (0-255)
-PIXEL_NOISE = 40.0          # std of the per-frame, per-pixel Gaussian noise (0-255 scale)
+CLASSES = [f"tex{c:02d}" for c in textures.STUDENT_CONCEPTS]   # named after their concept
+FRAMES = 24
 SIZE = 16                   # short side after conversion (the demo's --sample_size)
 FPS = 10
+VIDEO_STREAM = 0            # the videos' random stream: (seed, VIDEO_STREAM)
 AUDIO_CENTRE = {0: 0, 1: 0, 2: 1, 3: 2, 4: 3, 5: 4}   # classes 0 and 1 share one sound
 AUDIO_DIM = 512
 AUDIO_CENTRE_SCALE = 1.0    # std of each centre's coordinates
@@ -47,36 +40,15 @@ AUDIO_NOISE = 1.0           # std of each video's deviation from its centre, per
 MANIFEST = "demo_data.json"
 
 
-def class_motion(label: int) -> tuple[tuple[int, int, int], tuple[float, float]]:
-    """(RGB colour, velocity (dy, dx) in px/frame) of class `label`."""
-    name = CLASSES[label]
-    return COLOURS[name.split("_")[0]], VELOCITY[name]
-
-
-def bounce(start: float, step: float, t: np.ndarray, span: float) -> np.ndarray:
-    """Positions start + step·t reflected into [0, span] (a square bouncing off the walls)."""
-    phase = np.mod(start + step * t, 2 * span)
-    return span - np.abs(phase - span)
+@cache
+def _tiles() -> np.ndarray:
+    return textures.concept_tiles()
 
 
 def render_video(label: int, rng: np.random.Generator) -> np.ndarray:
-    """(FRAMES, HEIGHT, WIDTH, 3) uint8: the class's square bouncing over a noisy grey
-    background.
-
-    Per video: background grey level, start position and a ±SPEED_JITTER speed factor; per
-    frame: fresh pixel noise, so motion has to be read across frames, not from one.
-    """
-    colour, (vy, vx) = class_motion(label)
-    speed = 1.0 + rng.uniform(-SPEED_JITTER, SPEED_JITTER)
-    t = np.arange(FRAMES)
-    tops = bounce(rng.uniform(0, HEIGHT - SQUARE), speed * vy, t, HEIGHT - SQUARE).round().astype(int)
-    lefts = bounce(rng.uniform(0, WIDTH - SQUARE), speed * vx, t, WIDTH - SQUARE).round().astype(int)
-    background = rng.uniform(*BACKGROUND)
-    frames = np.clip(background + rng.normal(0, PIXEL_NOISE, (FRAMES, HEIGHT, WIDTH, 1)), 0, 255)
-    frames = np.repeat(frames, 3, axis=-1)
-    for k, (top, left) in enumerate(zip(tops, lefts)):
-        frames[k, top:top + SQUARE, left:left + SQUARE] = colour
-    return frames.astype(np.uint8)
+    """(FRAMES, textures.HEIGHT, textures.WIDTH, 3) uint8: a scene of class `label`'s
+    texture (textures.render_scene)."""
+    return textures.render_scene(textures.STUDENT_CONCEPTS[label], rng, FRAMES, _tiles())
 
 
 def sound_centres(rng: np.random.Generator) -> np.ndarray:
@@ -92,7 +64,7 @@ def audio_feature(label: int, rng: np.random.Generator, centres: np.ndarray) -> 
     return np.maximum(feature, 0).astype(np.float32)
 
 
-def build_demo_dataset(root: Path, train_per_class: int = 48, val_per_class: int = 16,
+def build_demo_dataset(root: Path, train_per_class: int = 16, val_per_class: int = 16,
                        missing_audio: float = 0.1, seed: int = 0) -> dict[str, Path]:
     """Write the demo dataset under `root`; reused when a complete one with the same
     parameters is there, rebuilt otherwise.
@@ -119,7 +91,7 @@ def build_demo_dataset(root: Path, train_per_class: int = 48, val_per_class: int
             shutil.rmtree(target)
         else:
             target.unlink(missing_ok=True)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, VIDEO_STREAM])
     centres = sound_centres(rng)
     database = {}
     for label, name in enumerate(CLASSES):
@@ -148,9 +120,7 @@ def build_demo_dataset(root: Path, train_per_class: int = 48, val_per_class: int
 def design() -> dict:
     """The constants that shape the data, recorded in the manifest so that a change of
     design rebuilds the dataset."""
-    return {"velocity": VELOCITY, "speed_jitter": SPEED_JITTER, "frames": FRAMES,
-            "height": HEIGHT, "width": WIDTH, "square": SQUARE, "background": BACKGROUND,
-            "pixel_noise": PIXEL_NOISE,
-            "size": SIZE, "audio_centre": {str(k): v for k, v in AUDIO_CENTRE.items()},
+    return {"scenes": textures.design(), "frames": FRAMES, "size": SIZE,
+            "audio_centre": {str(k): v for k, v in AUDIO_CENTRE.items()},
             "audio_centre_scale": AUDIO_CENTRE_SCALE, "audio_noise": AUDIO_NOISE,
             "audio_relu": True}
