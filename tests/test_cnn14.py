@@ -119,12 +119,10 @@ FRONT_END_KEYS = {"spectrogram_extractor.stft.conv_real.weight",
                   "spectrogram_extractor.stft.conv_imag.weight", "logmel_extractor.melW"}
 
 
-@pytest.fixture(scope="module")
-def official_state() -> dict[str, torch.Tensor]:
-    """Random weights under the official names, scaled to keep activations O(1)."""
-    g = torch.Generator().manual_seed(0)
+def random_official_weights(shapes: dict[str, tuple[int, ...]], g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random weights for official `shapes`, scaled to keep activations O(1)."""
     state = {}
-    for key, shape in official_shapes().items():
+    for key, shape in shapes.items():
         if key.endswith("num_batches_tracked"):
             value = torch.tensor(1000)
         elif key.endswith("running_var"):
@@ -134,9 +132,16 @@ def official_state() -> dict[str, torch.Tensor]:
         elif key.startswith("bn") or ".bn" in key:
             value = torch.rand(shape, generator=g) + 0.5
         else:
-            fan_in = math.prod(shape[1:])
-            value = torch.randn(shape, generator=g) * math.sqrt(2 / fan_in)
+            value = torch.randn(shape, generator=g) * math.sqrt(2 / math.prod(shape[1:]))
         state[key] = value
+    return state
+
+
+@pytest.fixture(scope="module")
+def official_state() -> dict[str, torch.Tensor]:
+    """Random weights under the official names."""
+    g = torch.Generator().manual_seed(0)
+    state = random_official_weights(official_shapes(), g)
     # bn0 sees dB values of quiet noise (about -60 dB), not unit-scale inputs.
     state["bn0.running_mean"] = -60 + 5 * torch.randn(64, generator=g)
     state["bn0.running_var"] = 50 + 10 * torch.rand(64, generator=g)

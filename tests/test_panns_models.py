@@ -21,7 +21,7 @@ import torch
 from models.cnn14 import (CheckpointError, PannsCnn, identify_state_dict,
                           load_official_state_dict, read_official_state_dict)
 from models.logmel import LogMelFrontEnd
-from tests.test_cnn14 import naive_cnn14, naive_logmel, naive_mel_bank, write_wav
+from tests.test_cnn14 import naive_cnn14, naive_logmel, naive_mel_bank, random_official_weights, write_wav
 from util_scripts.extract_audio_features import main
 
 CNN14_BLOCKS = (64, 128, 256, 512, 1024, 2048)
@@ -69,19 +69,7 @@ def official_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights under the official names of `name`, scaled to keep activations O(1),
     with the front end's true mel matrix."""
     g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in official_shapes(name).items():
-        if key.endswith("num_batches_tracked"):
-            value = torch.tensor(1000)
-        elif key.endswith("running_var"):
-            value = torch.rand(shape, generator=g) + 0.5
-        elif key.endswith(("running_mean", "bias")):
-            value = 0.1 * torch.randn(shape, generator=g)
-        elif key.startswith("bn") or ".bn" in key:
-            value = torch.rand(shape, generator=g) + 0.5
-        else:
-            value = torch.randn(shape, generator=g) * math.sqrt(2 / math.prod(shape[1:]))
-        state[key] = value
+    state = random_official_weights(official_shapes(name), g)
     state["bn0.running_mean"] = -60 + 5 * torch.randn(64, generator=g)
     state["bn0.running_var"] = 50 + 10 * torch.rand(64, generator=g)
     sr, n_fft, _, n_mels, fmin, fmax = FACTS[name][3]
