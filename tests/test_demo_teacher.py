@@ -62,8 +62,12 @@ def test_trainer_is_deterministic():
 
 
 def test_trainer_learns():
+    # 24 steps from scratch: held-out top-1 0.125-0.227 over seeds 0-9 (mean 0.179, sample std
+    # 0.028; chance 1/16). Another CPU's or thread count's rounding moves such a short run as
+    # another seed would, so the bound lies below every seed's, 3 std under their mean; an
+    # untrained network gives about 1/16.
     _, accuracy = image_teacher.train_teacher(TINY)
-    assert accuracy > 2 / textures.N_CONCEPTS      # chance is 1/16
+    assert accuracy > 1.5 / textures.N_CONCEPTS
 
 
 def test_weights_file_is_a_strict_resnet18_state_dict_and_is_reused(tmp_path):

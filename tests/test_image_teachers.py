@@ -162,8 +162,11 @@ def test_renormalize_matches_a_hand_computation():
     clip_mean, clip_std = [0.4345, 0.4051, 0.3775], [0.2768, 0.2713, 0.2737]   # Kinetics
     imagenet_mean, imagenet_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     assert imagenet_mean_std("resnet34") == (imagenet_mean, imagenet_std)
-    pixels = torch.tensor([0.5, 0.0, 1.0])   # one pixel, channels R, G, B
-    frame = ((pixels - torch.tensor(clip_mean)) / torch.tensor(clip_std)).double().reshape(1, 3, 1, 1)
+    # One pixel, channels R, G, B, normalized in float64: a float32 frame alone would use up
+    # most of the tolerance below.
+    pixels = torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64)
+    frame = ((pixels - torch.tensor(clip_mean, dtype=torch.float64))
+             / torch.tensor(clip_std, dtype=torch.float64)).reshape(1, 3, 1, 1)
     out = renormalize(frame, clip_mean, clip_std, imagenet_mean, imagenet_std).flatten()
     # (0.5 − 0.485)/0.229, (0 − 0.456)/0.224, (1 − 0.406)/0.225
     expected = [0.06550218340611353, -2.0357142857142856, 2.64]

@@ -25,7 +25,8 @@ from util_scripts.jpeg_frames import autorotate_filters  # noqa: E402 (imports P
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "cli_frames"
 CASES = json.loads((FIXTURE / "fixture.json").read_text())["cases"]
-MAX_GREY_LEVELS = {"texture_48": 0.25, "late_48": 0.25, "texture_36": 1.0, "texture_36_fps10": 1.0}
+MAX_GREY_LEVELS = {"texture_48": 0.25, "late_48": 0.25, "rgb_48": 0.25,
+                   "texture_36": 1.0, "texture_36_fps10": 1.0, "rgb_36": 1.0}
 
 
 def decode(jpeg: bytes) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from losses import multiclass_nce, symmetric_kl, symmetric_nce, weighted_cross_entropy
+from losses import multiclass_nce, symmetric_kl, symmetric_nce, symmetric_nce_pairs, weighted_cross_entropy
 from tests.test_gradient_routing import OPTIM
 from training.batch import Batch
 from training.objective import TeacherInputs, ccl_objective
@@ -50,12 +50,17 @@ def test_every_loss_gives_its_fp32_value_under_autocast(dtype):
         "symmetric_nce": lambda: symmetric_nce(v, out["image"], TARGET, 0.1),
         "symmetric_kl": lambda: symmetric_kl(logits, z_m, AUDIO_MASK),
         "cross_entropy": lambda: weighted_cross_entropy(logits, TARGET),
+        # The batched forms the objective uses: K pairs in one stack.
+        "symmetric_nce_pairs": lambda: symmetric_nce_pairs([(v, t), (t, v), (v, out["image"])], TARGET, 0.1,
+                                                           AUDIO_MASK),
+        "symmetric_kl_stacked": lambda: symmetric_kl(torch.stack([logits, z_m]), torch.stack([z_m, logits]),
+                                                     AUDIO_MASK),
     }
     for name, loss in losses.items():
         want = loss()
         got = in_bf16_autocast("cpu", loss)
         assert want.dtype == got.dtype == torch.float32, name
-        assert got.item() == pytest.approx(want.item(), rel=1e-6), name
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0, msg=name)
 
 
 def heads_and_branches(out: dict[str, torch.Tensor], device: str):

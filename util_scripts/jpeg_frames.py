@@ -22,9 +22,12 @@ command does, step by step:
 The libswscale that PyAV ships converts chroma to full range half a grey level lower than the
 CLI's (the formula changed after ffmpeg 5.1; measured: half of the U and V samples differ by
 one). For limited-range YUV sources the chroma planes are therefore also scaled at 16 bits
-and range-converted here with the CLI's formula. Measured against the ffmpeg 5.1 CLI
-(dataset/README.md): unscaled 8-bit frames (UCF101, HMDB51) are pixel-identical, scaled ones
-differ by one level in about 10% of the chroma and 1% of the luma samples.
+and range-converted here with the CLI's formula. 8-bit RGB sources go the same way (luma
+too when unscaled): ffmpeg 5.1 converts RGB to limited-range YUV and then to full range with
+those formulas.
+Measured against the ffmpeg 5.1 CLI (dataset/README.md): unscaled 8-bit frames (UCF101,
+HMDB51, and RGB videos) are pixel-identical, scaled ones differ by one level in about 10% of
+the chroma and 1% of the luma samples.
 """
 import io
 import math
@@ -45,6 +48,8 @@ JPEG_PIXEL_FORMATS = "yuvj420p|yuvj422p|yuvj444p"
 # the 16-bit limited-range format its chroma is also scaled to).
 _CHROMA_FIX = {f"yuv{layout}p{depth}": (f"yuvj{layout}p", f"yuv{layout}p16le")
                for layout in ("420", "422", "444") for depth in ("", "10le")}
+# An 8-bit RGB source: the CLI picks yuvj444p; all three planes are also scaled to 16 bits.
+_RGB_FIX = ("yuvj444p", "yuv444p16le")
 # Full-range format -> (Pillow's name of its subsampling, chroma (rows, columns) per sample).
 _SUBSAMPLING = {"yuvj420p": ("4:2:0", (2, 2)), "yuvj422p": ("4:2:2", (1, 2)),
                 "yuvj444p": ("4:4:4", (1, 1))}
@@ -67,6 +72,25 @@ def chroma_to_full_range(chroma16: np.ndarray) -> np.ndarray:
     """
     c15 = chroma16.astype(np.int64) >> 1
     full15 = (np.minimum(c15, 30775) * 4663 - 9289992) >> 12
+    return np.clip((full15 + 64) >> 7, 0, 255).astype(np.uint8)
+
+
+def _is_8bit_rgb(pix_fmt: str) -> bool:
+    """RGB with 8-bit components (rgb24, bgr0, gbrp, ...): the sources whose 16-bit
+    conversion gives back the CLI's 15-bit intermediate (deeper RGB does not)."""
+    video_format = av.VideoFormat(pix_fmt)
+    return video_format.is_rgb and all(c.bits == 8 for c in video_format.components)
+
+
+def luma_to_full_range(luma16: np.ndarray) -> np.ndarray:
+    """Full-range 8-bit luma from limited-range 16-bit luma, as the CLI's libswscale.
+
+    luma16: (h, w) uint16 luma scaled at 16 bits (v·256 for an 8-bit value v).
+    ffmpeg 5.1 converts the 15-bit intermediate y as (min(y, 30189)·19077 − 39057361) >> 14
+    and rounds it to 8 bits as (· + 64) >> 7. Returns (h, w) uint8.
+    """
+    y15 = luma16.astype(np.int64) >> 1
+    full15 = (np.minimum(y15, 30189) * 19077 - 39057361) >> 14
     return np.clip((full15 + 64) >> 7, 0, 255).astype(np.uint8)
 
 
@@ -145,13 +169,18 @@ class _Scaler:
 
     Limited-range YUV is scaled twice from the same input: into the full-range format
     (its luma is the CLI's) and into 16-bit limited range (its chroma is converted to full
-    range here).
+    range here). RGB is scaled the same two ways; unscaled, its luma is converted here too.
     """
 
     def __init__(self, info: VideoInfo, size: int):
         scale = scale_argument(info.width, info.height, size) + ":flags=bicubic"
-        fix = None if info.full_range else _CHROMA_FIX.get(info.pix_fmt)
+        rgb = _is_8bit_rgb(info.pix_fmt)
+        fix = _RGB_FIX if rgb else None if info.full_range else _CHROMA_FIX.get(info.pix_fmt)
         formats = list(fix) if fix else [JPEG_PIXEL_FORMATS]
+        transposed = any(name == "transpose" for name, _ in info.rotation)
+        # Unscaled RGB takes the CLI's luma from 16 bits too; scaled, the direct luma is closer.
+        self._unscaled_rgb_size = (None if not rgb else (info.height, info.width) if transposed
+                                   else (info.width, info.height))
         graph = self.graph = av.filter.Graph()
         split = _link(_buffer(graph, info, info.pix_fmt, info.width, info.height, info.aspect),
                       *(graph.add(name, argument) for name, argument in info.rotation),
@@ -170,12 +199,15 @@ class _Scaler:
         frames = _pull_all(self._sinks[0])
         if len(self._sinks) == 1:
             return frames
-        for scaled, chroma in zip(frames, _pull_all(self._sinks[1]), strict=True):
+        for scaled, limited16 in zip(frames, _pull_all(self._sinks[1]), strict=True):
             scaled.make_writable()
-            for plane, plane16 in zip(scaled.planes[1:], chroma.planes[1:]):
+            first = 0 if (scaled.width, scaled.height) == self._unscaled_rgb_size else 1
+            planes = zip(scaled.planes[first:3], limited16.planes[first:3])
+            for index, (plane, plane16) in enumerate(planes, first):
                 target = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-                values = np.frombuffer(plane16, "<u2").reshape(plane16.height, -1)
-                target[:, :plane.width] = chroma_to_full_range(values[:, :plane16.width])
+                values = np.frombuffer(plane16, "<u2").reshape(plane16.height, -1)[:, :plane16.width]
+                to_full_range = luma_to_full_range if index == 0 else chroma_to_full_range
+                target[:, :plane.width] = to_full_range(values)
         return frames
 
 
