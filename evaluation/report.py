@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from errors import ArgumentParser
 from evaluation import plots
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
 from evaluation.compare import write_comparison
@@ -259,7 +260,7 @@ def write_report(result_path: Path | str, class_names: list[str],
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Write report.md for a result directory, or one comparing several (--compare).")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--result_path", type=Path, help="the result directory to report on")

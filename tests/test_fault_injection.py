@@ -166,6 +166,35 @@ def test_option_mistakes_are_one_line_errors_before_any_model(case, data, tmp_pa
     assert not (result / "train.log").exists()
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--sample_size", "0", "must be 1 or more, got 0"),
+    ("--sample_duration", "-4", "must be 1 or more, got -4"),
+    ("--sample_t_stride", "0", "must be 1 or more, got 0"),
+    ("--n_threads", "-1", "must be 0 or more, got -1"),
+    ("--val_freq", "0", "must be 1 or more, got 0"),
+    ("--checkpoint", "0", "must be 1 or more, got 0"),
+    ("--n_val_samples", "0", "must be 1 or more, got 0"),
+    ("--inference_stride", "0", "must be 1 or more, got 0"),
+    ("--output_topk", "0", "must be 1 or more, got 0"),
+    ("--image_size", "0", "must be 1 or more, got 0"),
+    ("--batch_size", "0", "must be 1 or more, got 0"),
+    ("--learning_rate", "-1", "must be 0 or more, got -1.0"),
+    ("--train_crop_min_ratio", "0", "must be in (0, 1], got 0.0"),
+    ("--train_crop_min_scale", "1.5", "must be in (0, 1], got 1.5"),
+    ("--model", "resnet50", "invalid choice: 'resnet50' (choose from 'r21d', 'r21d_std', 'r3d_18', 'mc3_18', "
+                            "'r2plus1d_18')"),
+    ("--sample_size", "big", "invalid int value: 'big'"),
+])
+def test_nonsense_option_values_are_one_line_errors(option, value, message, data, tmp_path, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(tiny_run_options(data, tmp_path / "result", option, value))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2
+    assert lines == [f"error: argument {option}: {message} (see main.py --help)"]
+    assert not (tmp_path / "result").exists()
+
+
 def test_corrupt_resume_checkpoint_is_a_one_line_error(data, tmp_path, capsys):
     checkpoint = tmp_path / "save_3.pth"
     checkpoint.write_bytes(b"PK\x03\x04 a zip header and then nothing")

@@ -39,7 +39,7 @@ from tqdm import tqdm
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from errors import UserError
+from errors import ArgumentParser, UserError
 from models.cnn14 import (DEFAULT_MODEL, PANNS_MODELS, PannsCnn, PannsSpec, load_official_state_dict,
                           read_official_state_dict)
 
@@ -127,7 +127,7 @@ def _save_atomic(path: Path, feature: np.ndarray) -> None:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wav_path", type=Path, required=True,
                         help="folder of WAV files at the model's sample rate (32 kHz for most): "
                              "<wav_path>/<label>/<id>.wav")

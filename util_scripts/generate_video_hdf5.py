@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from errors import ArgumentParser
 from util_scripts.pyav import MissingPyAV, require_av
 
 EXTENSIONS = {"ucf101": ".avi", "hmdb51": ".avi", "kinetics": ".mp4",
@@ -174,7 +175,7 @@ def _convert_task(task: tuple) -> ConversionResult:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir_path", type=Path, required=True,
                         help="folder of videos: <dir_path>/<class>/<video>.<ext>")
     parser.add_argument("--dst_path", type=Path, required=True, help="HDF5 output folder")
