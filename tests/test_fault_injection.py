@@ -8,6 +8,7 @@ Every case runs on a copy of the tiny generated dataset, corrupted here.
 """
 import contextlib
 import errno
+import io
 import itertools
 import json
 import math
@@ -420,21 +421,34 @@ def test_consecutive_non_finite_steps_stop_the_run_keeping_the_last_good_checkpo
 
 # --- checkpoints under kill and disk full ---------------------------------------------------
 
-def test_disk_full_while_saving_keeps_the_previous_checkpoint(data, tmp_path, capsys, monkeypatch):
-    real_save, calls = torch.save, itertools.count(1)
+class FullDisk(io.FileIO):
+    """A file on a disk that fills up after `room` bytes: the write that crosses it stores
+    what fits and raises ENOSPC, as a real full disk does."""
+    room = 4096
 
-    def save(obj, f, *args, **kwargs):
-        if next(calls) == 2:
-            f.write(b"half a checkpoint")
+    def write(self, data) -> int:
+        stored = self.tell()
+        if stored + len(data) > self.room:
+            super().write(bytes(data)[:max(0, self.room - stored)])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_save(obj, f, *args, **kwargs)
-    monkeypatch.setattr(training.checkpoint.torch, "save", save)
+        return super().write(data)
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(data, tmp_path, capsys, monkeypatch):
+    calls = itertools.count(1)
+
+    def open_on_full_disk(path, mode="r", *args, **kwargs):
+        if next(calls) == 2:        # the second checkpoint file written: save_last.pth of epoch 2
+            return FullDisk(path, mode.replace("b", ""))
+        return open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(training.checkpoint, "open", open_on_full_disk, raising=False)
     result = tmp_path / "result"
     code, lines = run_main(capsys, data, result, "--n_epochs", "2")
     assert code == 1
     assert lines[-1].startswith(f"error: training stopped: could not write checkpoint {result / 'save_last.pth'}: "
                                 f"No space left on device")
     assert "the previous checkpoint is intact" in lines[-1]
+    assert not any(line.startswith("Traceback") for line in lines)
     assert torch.load(result / "save_last.pth", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in result.glob("save*")) == ["save_last.pth"]
 

@@ -71,12 +71,11 @@ def test_the_lock_dies_with_its_process(tmp_path):
 
 def test_temporary_checkpoint_names_are_per_process_and_leftovers_go(tmp_path, monkeypatch):
     written = []
-    real_save = torch.save
 
-    def save(obj, f, *args, **kwargs):
-        written.append(os.path.basename(f.name))
-        return real_save(obj, f, *args, **kwargs)
-    monkeypatch.setattr(training.checkpoint.torch, "save", save)
+    def open_and_record(path, *args, **kwargs):
+        written.append(os.path.basename(path))
+        return open(path, *args, **kwargs)
+    monkeypatch.setattr(training.checkpoint, "open", open_and_record, raising=False)
     atomic_save({"epoch": 1}, tmp_path / "save_last.pth")
     assert written == [f"save_last.pth.{os.getpid()}.tmp"] and not list(tmp_path.glob("*.tmp"))
     for name in ("save_last.pth.tmp", "save_9.pth.4242.tmp", "notes.tmp"):

@@ -4,6 +4,7 @@ Everything a checkpoint holds is a tensor or a plain value (numbers, strings, li
 so it loads with torch's weights-only unpickler (`models.checkpoint_file`), which never runs
 code from the file.
 """
+import io
 import os
 import random
 import re
@@ -42,9 +43,13 @@ def atomic_save(obj, path: Path) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # Serialized in memory first: torch's zip writer turns a failed write (disk full) into a
+    # RuntimeError about stream positions, a plain write raises the OSError that says why.
+    serialized = io.BytesIO()
+    torch.save(obj, serialized)
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            f.write(serialized.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
