@@ -13,6 +13,7 @@ Library code raises these where its message is for the user; `main.py` prints
 command-line mistakes the same one line.
 """
 import argparse
+import sys
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -35,6 +36,12 @@ class TrainingStopped(RunStopped):
 
     def __str__(self) -> str:
         return f"training stopped: {super().__str__()}"
+
+
+def exit_with_error(message: str) -> NoReturn:
+    """A command-line tool's end on a user's mistake: `error: <message>` on stderr, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 class ArgumentParser(argparse.ArgumentParser):

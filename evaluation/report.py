@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from errors import ArgumentParser
+from errors import ArgumentParser, exit_with_error
 from evaluation import plots
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
 from evaluation.compare import write_comparison
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> Path:
                 ground_truth, class_names = load_ground_truth(args.annotation_path, args.subset)
             report = write_report(args.result_path, class_names, ground_truth)
     except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(str(e))
     print(report)
     return report
 

@@ -5,6 +5,7 @@ belongs to); here the model runs over every window and the window outputs are av
 per video: softmax scores for `val.json`, pooled features for retrieval.
 """
 import json
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,12 @@ def load_features(path: Path | str) -> VideoFeatures:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (written by inference, "
                                 "features_<subset>.npz in the result directory)")
-    with np.load(path) as data:
+    try:
+        data = np.load(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:   # garbage, a pickle, a torn file
+        raise ValueError(f"{path} is not a features file ({' '.join(str(e).split())[:120]}); expected "
+                         "a features_<subset>.npz written by inference") from None
+    with data:
         missing = {"ids", "labels", "features"} - set(data.files)
         if missing:
             raise ValueError(f"{path} lacks {sorted(missing)}; expected a features_<subset>.npz "

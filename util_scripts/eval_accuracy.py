@@ -16,7 +16,7 @@ if __package__ in (None, ""):
     # Run as a file: make the repository root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from errors import ArgumentParser
+from errors import ArgumentParser, exit_with_error
 from evaluation.accuracy import (AccuracyResult, describe_ids, load_ground_truth, load_predictions,
                                  subset_ids, top_k_accuracy, unknown_ids)
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> AccuracyResult:
                              f"--subset, or pass --allow_unknown_ids to leave them out")
         result = top_k_accuracy(ground_truth, predictions, args.k, args.ignore)
     except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(str(e))
     if unknown:
         print(f"warning: {len(unknown)} of {len(predictions)} predicted ids are not videos of subset "
               f"'{args.subset}' and are left out (--allow_unknown_ids; first: {describe_ids(unknown, 3)})",

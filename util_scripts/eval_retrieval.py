@@ -17,7 +17,7 @@ if __package__ in (None, ""):
     # Run as a file: make the repository root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from errors import ArgumentParser
+from errors import ArgumentParser, exit_with_error
 from evaluation.retrieval import retrieval_metrics
 from evaluation.video_predictions import VideoFeatures, load_features
 
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, float | int]:
                                     gallery.labels, block_size=args.block_size,
                                     device=args.device)
     except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(str(e))
     print(f"query: {args.query} ({metrics['n_query']} videos), "
           f"gallery: {args.gallery} ({metrics['n_gallery']} videos)")
     print(format_table(metrics))
