@@ -47,7 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:   # a result file that cannot be written (disk full, permissions)
+        print(f"error: {describe_os_error(e, opt.result_path)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def describe_os_error(error: OSError, result_path: Path) -> str:
+    """One line for a file operation that failed under a started run."""
+    where = error.filename or f"a file in {result_path}"
+    return (f"the run stopped: {where}: {error.strerror or error} (free disk space, or check that "
+            f"--result_path {result_path} is writable); the checkpoints on disk are complete")
 
 
 def run(config: Config) -> dict:
@@ -81,8 +91,19 @@ def setup_logging(result_path: Path) -> None:
     level = logging.INFO if is_main_process() else logging.WARNING
     handlers = [logging.StreamHandler(sys.stderr)]
     if is_main_process():
-        handlers.append(logging.FileHandler(result_path / "run.log"))
+        handlers.append(RunLogHandler(result_path / "run.log"))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
+
+
+class RunLogHandler(logging.FileHandler):
+    """run.log: a line that cannot be written (disk full) stops the run with one `error:`
+    line, where logging would print a traceback and go on without its log."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            raise OSError(error.errno, error.strerror, self.baseFilename) from error
+        super().handleError(record)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 import main
-import training.checkpoint
+import training.files
 import training.build
 from models import build_student
 from tests.conftest import REPO, read_log, reproducible_log, tiny_run_options
@@ -438,10 +438,11 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(data, tmp_path, ca
     calls = itertools.count(1)
 
     def open_on_full_disk(path, mode="r", *args, **kwargs):
-        if next(calls) == 2:        # the second checkpoint file written: save_last.pth of epoch 2
+        # The second checkpoint written: save_last.pth of epoch 2.
+        if Path(path).name.startswith("save_") and next(calls) == 2:
             return FullDisk(path, mode.replace("b", ""))
         return open(path, mode, *args, **kwargs)
-    monkeypatch.setattr(training.checkpoint, "open", open_on_full_disk, raising=False)
+    monkeypatch.setattr(training.files, "open", open_on_full_disk, raising=False)
     result = tmp_path / "result"
     code, lines = run_main(capsys, data, result, "--n_epochs", "2")
     assert code == 1

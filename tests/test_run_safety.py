@@ -11,15 +11,16 @@ import textwrap
 import pytest
 import torch
 
-import training.checkpoint
+import training.files
 import training.result_folder
 import training.build
 from errors import UserError
 from tests.conftest import REPO, read_log, tiny_run_options
-from tests.test_fault_injection import (FAST, assert_one_line_error, data, drop_checkpoints, launch,  # noqa: F401
-                                        launched, no_model, one_thread, run_main, wait_for)
+from tests.test_fault_injection import (FAST, FullDisk, assert_one_line_error, data, drop_checkpoints,  # noqa: F401
+                                        launch, launched, no_model, one_thread, run_main, wait_for)
 from training.checkpoint import atomic_save
 from training.device import describe_device
+from training.files import write_atomically
 from training.result_folder import hold_result_folder
 
 
@@ -75,13 +76,41 @@ def test_temporary_checkpoint_names_are_per_process_and_leftovers_go(tmp_path, m
     def open_and_record(path, *args, **kwargs):
         written.append(os.path.basename(path))
         return open(path, *args, **kwargs)
-    monkeypatch.setattr(training.checkpoint, "open", open_and_record, raising=False)
+    monkeypatch.setattr(training.files, "open", open_and_record, raising=False)
     atomic_save({"epoch": 1}, tmp_path / "save_last.pth")
     assert written == [f"save_last.pth.{os.getpid()}.tmp"] and not list(tmp_path.glob("*.tmp"))
     for name in ("save_last.pth.tmp", "save_9.pth.4242.tmp", "notes.tmp"):
         (tmp_path / name).write_bytes(b"torn")
     with hold_result_folder(tmp_path):
         assert sorted(p.name for p in tmp_path.glob("*.tmp")) == ["notes.tmp"]
+
+
+@pytest.mark.parametrize("room", [0, 100], ids=["nothing_fits", "a_part_fits"])
+def test_a_result_file_on_a_full_disk_keeps_its_earlier_content(tmp_path, monkeypatch, room):
+    path = tmp_path / "opts.json"
+    path.write_text('{"earlier": true}\n')
+    monkeypatch.setattr(FullDisk, "room", room)
+    monkeypatch.setattr(training.files, "open", lambda name, mode: FullDisk(name, mode.replace("b", "")),
+                        raising=False)
+    with pytest.raises(OSError) as caught:
+        write_atomically(path, b"x" * 1000)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert path.read_text() == '{"earlier": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opts.json"]
+
+
+def test_a_full_disk_when_the_options_are_written_is_one_line_and_keeps_them(data, tmp_path, capsys,
+                                                                           monkeypatch):
+    result = tmp_path / "result"
+    result.mkdir()
+    (result / "opts.json").write_text('{"earlier": true}\n')
+    monkeypatch.setattr(FullDisk, "room", 100)
+    monkeypatch.setattr(training.files, "open", lambda name, mode: FullDisk(name, mode.replace("b", "")),
+                        raising=False)
+    code, lines = run_main(capsys, data, result)
+    assert_one_line_error(code, lines, f"{result / 'opts.json'}: No space left on device", "free disk space",
+                          code_wanted=1, alone=False)
+    assert (result / "opts.json").read_text() == '{"earlier": true}\n'
 
 
 # --- mistakes found before anything is built -------------------------------------------------
