@@ -20,7 +20,7 @@ from training.checkpoint import unwrap
 from training.device import describe_device, select_device
 from training.distributed import is_main_process, shutdown
 from training.engine import Engine
-from training.result_folder import hold_result_folder, interruption_summary
+from training.result_folder import check_fresh_start, hold_result_folder, interruption_summary
 from training.precision import speed_mode
 
 log = logging.getLogger("ccl")
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(opt, train_and_evaluate)
         config = resolve(opt)
         with hold_result_folder(config.run.result_path):
+            check_fresh_start(config.run.result_path, config.run.train, config.run.resume_path)
             run(config)
     except KeyboardInterrupt:
         if opt.demo:

@@ -122,6 +122,22 @@ def test_a_result_path_that_is_a_file_is_a_one_line_error(data, tmp_path, capsys
     assert_one_line_error(code, lines, f"--result_path {result} is a file")
 
 
+@pytest.mark.parametrize("checkpoint", ["save_last.pth", "save_100.pth", "save_model.pth"])
+def test_a_fresh_run_into_a_folder_with_checkpoints_is_an_error_and_keeps_them(data, tmp_path, capsys, no_model,
+                                                                               checkpoint):
+    result = tmp_path / "result"
+    result.mkdir()
+    (result / checkpoint).write_bytes(b"an earlier run's checkpoint")
+    (result / "train.log").write_text("epoch\tloss\n1\t2.0\n")
+    (result / "opts.json").write_text('{"earlier": true}\n')
+    code, lines = run_main(capsys, data, result)
+    assert_one_line_error(code, lines, f"--result_path {result} holds the checkpoints of an earlier run "
+                          f"({checkpoint})", "--auto_resume", "another --result_path")
+    assert (result / checkpoint).read_bytes() == b"an earlier run's checkpoint"
+    assert (result / "train.log").read_text() == "epoch\tloss\n1\t2.0\n"
+    assert (result / "opts.json").read_text() == '{"earlier": true}\n'
+
+
 @pytest.mark.parametrize("how", ["chmod", "refused_open"])
 def test_an_unwritable_result_folder_is_a_one_line_error(data, tmp_path, capsys, no_model, monkeypatch, how):
     result = tmp_path / "result"
