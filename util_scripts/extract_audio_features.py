@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from datasets.progress import Progress
 from errors import ArgumentParser, UserError
 from models.cnn14 import (DEFAULT_MODEL, PANNS_MODELS, PannsCnn, PannsSpec, load_official_state_dict,
                           read_official_state_dict)
@@ -226,7 +226,7 @@ def _run(args: argparse.Namespace) -> tuple[int, int, list[WavInfo]]:
 
 def _extract(model: PannsCnn, files: list[WavInfo], args: argparse.Namespace) -> int:
     """Run `model` over `files` batch by batch and save the embeddings; returns the count."""
-    progress = tqdm(total=len(files), unit="file", desc=model.spec.name)
+    progress = Progress(model.spec.name, total=len(files), unit="file")
     with torch.inference_mode():
         for batch in plan_batches(files, args.batch_size):
             waves = np.stack([read_wav(args.wav_path / f.relative, f.num_samples)
