@@ -6,10 +6,16 @@ turns it into the run's configs; `train_and_evaluate` builds the training
 (`evaluation.pipeline`: val.json, retrieval, report.md). docs/DESIGN.md maps the modules.
 """
 import logging
+import signal
 import sys
 from pathlib import Path
 
-import torch
+if __name__ == "__main__":
+    # Ctrl-C while the libraries below load ends the process at once, without a traceback:
+    # nothing has started yet. From `main` on, Ctrl-C is answered with what the run saved.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+import torch  # noqa: E402 - the libraries load after the Ctrl-C setting above
 
 from demo.run import run_demo
 from errors import RunStopped, UserError
@@ -108,4 +114,5 @@ class RunLogHandler(logging.FileHandler):
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

@@ -197,6 +197,23 @@ def test_ctrl_c_says_what_was_saved_and_how_to_go_on(data, tmp_path, launched):
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/<pid>/maps")
+def test_ctrl_c_while_the_libraries_load_ends_without_a_traceback(data, tmp_path, launched):
+    args = tiny_run_options(data, tmp_path / "result", *FAST)
+    process = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    launched.append(process)
+    maps = f"/proc/{process.pid}/maps"
+    # libtorch is mapped early in `import torch`, seconds before main.py's imports are done.
+    wait_for(process, lambda: "libtorch" in open(maps).read(), "torch to start loading")
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == -signal.SIGINT, stderr[-2000:]
+    assert stderr == ""
+    assert not (tmp_path / "result").exists()
+
+
 # --- the device line -----------------------------------------------------------------------------
 
 def test_the_device_line_says_when_gpus_were_asked_for_but_none_is_visible(monkeypatch):
