@@ -270,6 +270,18 @@ def test_resuming_with_other_training_options_is_an_error_listing_each(data, tmp
     assert [row["epoch"] for row in read_log(result / "train.log")] == ["1", "2"]
 
 
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(data, tmp_path, capsys):
+    result = tmp_path / "result"
+    assert run_main(capsys, data, result, "--n_epochs", "2")[0] == 0
+    for n_epochs, level in (("2", "INFO"), ("1", "WARNING")):
+        code, lines = run_main(capsys, data, result, "--n_epochs", n_epochs, "--auto_resume")
+        assert code == 0
+        said = [line for line in lines if "nothing to train" in line]
+        assert len(said) == 1 and f" {level} nothing to train: the resumed checkpoint is at epoch 2, " \
+            f"--n_epochs is {n_epochs}" in said[0], lines
+    assert [row["epoch"] for row in read_log(result / "train.log")] == ["1", "2"]
+
+
 def test_an_evaluation_run_records_its_options_beside_the_training_ones(data, tmp_path, capsys):
     result = tmp_path / "result"
     assert run_main(capsys, data, result)[0] == 0
