@@ -121,8 +121,10 @@ def load_student_weights(student: nn.Module, checkpoint: dict, path: Path) -> No
     try:
         unwrap(student).load_state_dict(strip_module_prefix(checkpoint["state_dict"]), strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise UserError(f"{path} does not match --model/--model_depth/--n_classes: {first}") from e
+        # torch's message: a header line, then the missing / unexpected / resized keys.
+        reason = " ".join(str(e).split()).split(": ", 1)[-1][:300]
+        raise UserError(f"{path} does not match --model/--model_depth/--n_classes ({reason}); pass the "
+                        f"options it was trained with (its opts.json)") from None
 
 
 def latest_checkpoint(result_path: Path) -> Path | None:
