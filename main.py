@@ -61,10 +61,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def describe_os_error(error: OSError, result_path: Path) -> str:
-    """One line for a file operation that failed under a started run."""
+    """One line for a file operation that failed under a started run: in the result folder
+    (or a write that names no file) a full disk or a folder it cannot write, else the file."""
+    reason = error.strerror or str(error)
+    outside = error.filename is not None and not Path(error.filename).absolute().is_relative_to(
+        Path(result_path).absolute())
+    if outside:
+        return f"the run stopped: {error.filename}: {reason}; the checkpoints on disk are complete"
     where = error.filename or f"a file in {result_path}"
-    return (f"the run stopped: {where}: {error.strerror or error} (free disk space, or check that "
-            f"--result_path {result_path} is writable); the checkpoints on disk are complete")
+    return (f"the run stopped: {where}: {reason} (free disk space, or check that --result_path "
+            f"{result_path} is writable); the checkpoints on disk are complete")
 
 
 def run(config: Config) -> dict:

@@ -11,6 +11,8 @@ import textwrap
 import pytest
 import torch
 
+import main
+
 import training.files
 import training.result_folder
 import training.build
@@ -111,6 +113,19 @@ def test_a_full_disk_when_the_options_are_written_is_one_line_and_keeps_them(dat
     assert_one_line_error(code, lines, f"{result / 'opts.json'}: No space left on device", "free disk space",
                           code_wanted=1, alone=False)
     assert (result / "opts.json").read_text() == '{"earlier": true}\n'
+
+
+def test_a_failed_file_operation_is_described_by_where_it_happened(tmp_path):
+    result = tmp_path / "result"
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(result / "val.json"))
+    assert main.describe_os_error(full, result) == (
+        f"the run stopped: {result / 'val.json'}: No space left on device (free disk space, or check that "
+        f"--result_path {result} is writable); the checkpoints on disk are complete")
+    unnamed = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert f"a file in {result}: No space left on device (free disk space" in main.describe_os_error(unnamed, result)
+    elsewhere = OSError(errno.EIO, os.strerror(errno.EIO), str(tmp_path / "data" / "a.hdf5"))
+    assert main.describe_os_error(elsewhere, result) == (
+        f"the run stopped: {tmp_path / 'data' / 'a.hdf5'}: Input/output error; the checkpoints on disk are complete")
 
 
 # --- mistakes found before anything is built -------------------------------------------------
