@@ -9,8 +9,13 @@
   is one line too.
 
 Library code raises these where its message is for the user; `main.py` prints
-`error: <message>` without a traceback.
+`error: <message>` without a traceback. `ArgumentParser` and the argparse types below give
+command-line mistakes the same one line.
 """
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 
 class UserError(ValueError):
@@ -31,3 +36,44 @@ class TrainingStopped(RunStopped):
 
     def __str__(self) -> str:
         return f"training stopped: {super().__str__()}"
+
+
+def exit_with_error(message: str) -> NoReturn:
+    """A command-line tool's end on a user's mistake: `error: <message>` on stderr, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose mistakes read like every other: one `error: ...` line naming
+    the option, then exit 2 (argparse would print its whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer ≥ `low` (sizes, counts, frequencies)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low} or more, got {value}")
+        return value
+    parse.__name__ = "int"   # argparse names the type in its "invalid int value" message
+    return parse
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in (0, 1] (crop scale and aspect-ratio bounds)."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number ≥ 0 (learning rate, momentum, weight decay)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value

@@ -6,10 +6,16 @@ turns it into the run's configs; `train_and_evaluate` builds the training
 (`evaluation.pipeline`: val.json, retrieval, report.md). docs/DESIGN.md maps the modules.
 """
 import logging
+import signal
 import sys
 from pathlib import Path
 
-import torch
+if __name__ == "__main__":
+    # Ctrl-C while the libraries below load ends the process at once, without a traceback:
+    # nothing has started yet. From `main` on, Ctrl-C is answered with what the run saved.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+import torch  # noqa: E402 - the libraries load after the Ctrl-C setting above
 
 from demo.run import run_demo
 from errors import RunStopped, UserError
@@ -20,7 +26,7 @@ from training.checkpoint import unwrap
 from training.device import describe_device, select_device
 from training.distributed import is_main_process, shutdown
 from training.engine import Engine
-from training.result_folder import hold_result_folder, interruption_summary
+from training.result_folder import check_fresh_start, hold_result_folder, interruption_summary
 from training.precision import speed_mode
 
 log = logging.getLogger("ccl")
@@ -35,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(opt, train_and_evaluate)
         config = resolve(opt)
         with hold_result_folder(config.run.result_path):
+            check_fresh_start(config.run.result_path, config.run.train, config.run.resume_path)
             run(config)
     except KeyboardInterrupt:
         if opt.demo:
@@ -47,7 +54,23 @@ def main(argv: list[str] | None = None) -> int:
     except RunStopped as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:   # a result file that cannot be written (disk full, permissions)
+        print(f"error: {describe_os_error(e, opt.result_path)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def describe_os_error(error: OSError, result_path: Path) -> str:
+    """One line for a file operation that failed under a started run: in the result folder
+    (or a write that names no file) a full disk or a folder it cannot write, else the file."""
+    reason = error.strerror or str(error)
+    outside = error.filename is not None and not Path(error.filename).absolute().is_relative_to(
+        Path(result_path).absolute())
+    if outside:
+        return f"the run stopped: {error.filename}: {reason}; the checkpoints on disk are complete"
+    where = error.filename or f"a file in {result_path}"
+    return (f"the run stopped: {where}: {reason} (free disk space, or check that --result_path "
+            f"{result_path} is writable); the checkpoints on disk are complete")
 
 
 def run(config: Config) -> dict:
@@ -81,9 +104,21 @@ def setup_logging(result_path: Path) -> None:
     level = logging.INFO if is_main_process() else logging.WARNING
     handlers = [logging.StreamHandler(sys.stderr)]
     if is_main_process():
-        handlers.append(logging.FileHandler(result_path / "run.log"))
+        handlers.append(RunLogHandler(result_path / "run.log"))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
 
 
+class RunLogHandler(logging.FileHandler):
+    """run.log: a line that cannot be written (disk full) stops the run with one `error:`
+    line, where logging would print a traceback and go on without its log."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            raise OSError(error.errno, error.strerror, self.baseFilename) from error
+        super().handleError(record)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

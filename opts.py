@@ -9,7 +9,7 @@ from pathlib import Path
 from datasets import TESTING, TRAINING, VALIDATION, check_audio_classes, check_n_classes, load_annotation
 from datasets.config import DataConfig
 from datasets.transforms import MEAN_STD, normalization_stats
-from errors import MissingFileError, UserError
+from errors import ArgumentParser, MissingFileError, UserError, at_least, fraction, non_negative_float
 from evaluation.config import EvalConfig
 from models import STUDENT_NAMES
 from models.config import ModelConfig, TeacherConfig
@@ -24,16 +24,9 @@ from training.run_options import recorded_options
 SUBSETS = {"train": TRAINING, "val": VALIDATION, "test": TESTING}
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer ≥ 0 (seeds feed NumPy's SeedSequence, which needs that)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
+        prog="main.py",
         description="CCL: distilling audio-visual knowledge by compositional contrastive learning",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = p.add_argument_group("data")
@@ -44,18 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--annotation_path", default=None, type=Path, help="annotation JSON (SPEC §1)")
     data.add_argument("--result_path", default=Path("results"), type=Path, help="result directory")
     data.add_argument("--dataset", default="ucf101", choices=["ucf101", "activitynet", "vggsound", "kinetics", "hmdb51"])
-    data.add_argument("--n_classes", default=51, type=int)
+    data.add_argument("--n_classes", default=51, type=at_least(1))
     data.add_argument("--file_type", default="hdf5", choices=["hdf5"])
     data.add_argument("--strict_data", action="store_true",
                       help="a video listed in the annotation but absent on disk is an error, not a warning")
-    data.add_argument("--n_threads", default=4, type=int, help="data loading workers per process")
+    data.add_argument("--n_threads", default=4, type=at_least(0), help="data loading workers per process")
 
     clip = p.add_argument_group("clips and augmentation")
-    clip.add_argument("--sample_size", default=112, type=int, help="spatial size of the clips")
-    clip.add_argument("--sample_duration", default=16, type=int, help="frames per clip")
-    clip.add_argument("--sample_t_stride", default=1, type=int)
-    clip.add_argument("--train_crop_min_scale", default=0.25, type=float)
-    clip.add_argument("--train_crop_min_ratio", default=0.75, type=float)
+    clip.add_argument("--sample_size", default=112, type=at_least(1), help="spatial size of the clips")
+    clip.add_argument("--sample_duration", default=16, type=at_least(1), help="frames per clip")
+    clip.add_argument("--sample_t_stride", default=1, type=at_least(1))
+    clip.add_argument("--train_crop_min_scale", default=0.25, type=fraction)
+    clip.add_argument("--train_crop_min_ratio", default=0.75, type=fraction)
     clip.add_argument("--no_hflip", action="store_true")
     clip.add_argument("--mean_dataset", default="kinetics", choices=sorted(MEAN_STD))
     clip.add_argument("--no_mean_norm", action="store_true")
@@ -64,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("--eval_reduced_decode", action="store_true",
                       help="validation/inference decode JPEGs at reduced scale when large enough "
                            "(faster; ~1 grey level from the original's preprocessing)")
-    clip.add_argument("--n_val_samples", default=3, type=int, help="evenly spaced clips per validation video")
+    clip.add_argument("--n_val_samples", default=3, type=at_least(1), help="evenly spaced clips per validation video")
 
     model = p.add_argument_group("model")
     model.add_argument("--model", default="r21d", choices=STUDENT_NAMES,
@@ -76,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     ccl.add_argument("--use_audio", action="store_true", help="distill from the audio features (CCL (A))")
     ccl.add_argument("--use_image", action="store_true", help="distill from the ImageNet image teacher (CCL (I))")
     ccl.add_argument("--loss_weight", default=0.5, type=float, help="w of CCL (AI) (SPEC §3)")
-    ccl.add_argument("--image_size", default=112, type=int,
+    ccl.add_argument("--image_size", default=112, type=at_least(1),
                      help="frame size the image teacher sees (resized when larger than --sample_size)")
     # Image teachers other than the paper's (README "Other teachers").
     ccl.add_argument("--image_teacher", default="resnet34",
@@ -90,25 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
                           "imagenet: re-normalized to the teacher's ImageNet mean/std")
 
     optim = p.add_argument_group("optimisation")
-    optim.add_argument("--learning_rate", default=0.001, type=float)
-    optim.add_argument("--momentum", default=0.9, type=float)
-    optim.add_argument("--dampening", default=0.0, type=float)
-    optim.add_argument("--weight_decay", default=5e-4, type=float)
+    optim.add_argument("--learning_rate", default=0.001, type=non_negative_float)
+    optim.add_argument("--momentum", default=0.9, type=non_negative_float)
+    optim.add_argument("--dampening", default=0.0, type=non_negative_float)
+    optim.add_argument("--weight_decay", default=5e-4, type=non_negative_float)
     optim.add_argument("--nesterov", action="store_true")
-    optim.add_argument("--multistep_milestones", default=[150, 225], type=int, nargs="+")
-    optim.add_argument("--batch_size", default=16, type=int, help="global batch size (split over processes)")
-    optim.add_argument("--n_epochs", default=300, type=int)
-    optim.add_argument("--manual_seed", default=1, type=non_negative_int)
-    optim.add_argument("--max_nonfinite_steps", default=20, type=int,
+    optim.add_argument("--multistep_milestones", default=[150, 225], type=at_least(1), nargs="+")
+    optim.add_argument("--batch_size", default=16, type=at_least(1), help="global batch size (split over processes)")
+    optim.add_argument("--n_epochs", default=300, type=at_least(0))
+    optim.add_argument("--manual_seed", default=1, type=at_least(0))
+    optim.add_argument("--max_nonfinite_steps", default=20, type=at_least(1),
                        help="consecutive skipped (non-finite) steps that stop the run")
-    optim.add_argument("--max_bad_samples", default=None, type=int,
+    optim.add_argument("--max_bad_samples", default=None, type=at_least(0),
                        help="unreadable samples per epoch that stop the run (default 1%% of an epoch)")
 
     run = p.add_argument_group("what to run")
     run.add_argument("--no_train", action="store_true")
     run.add_argument("--no_val", action="store_true")
-    run.add_argument("--val_freq", default=1, type=int, help="validate every N epochs")
-    run.add_argument("--checkpoint", default=100, type=int, help="save a checkpoint every N epochs")
+    run.add_argument("--val_freq", default=1, type=at_least(1), help="validate every N epochs")
+    run.add_argument("--checkpoint", default=100, type=at_least(1), help="save a checkpoint every N epochs")
     run.add_argument("--resume_path", default=None, type=str,
                      help="checkpoint to resume or evaluate ('latest' = newest in --result_path)")
     run.add_argument("--auto_resume", action="store_true", help="same as --resume_path latest when one exists")
@@ -117,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "opts.json's option_changes); without it that is an error")
     run.add_argument("--inference", action="store_true", help="video-level predictions → val.json")
     run.add_argument("--inference_subset", default="val", choices=["train", "val", "test"])
-    run.add_argument("--inference_stride", default=16, type=int)
-    run.add_argument("--inference_batch_size", default=0, type=int, help="clips per inference batch (0: 4 × batch_size on CUDA, 8 on CPU)")
-    run.add_argument("--output_topk", default=5, type=int)
+    run.add_argument("--inference_stride", default=16, type=at_least(1))
+    run.add_argument("--inference_batch_size", default=0, type=at_least(0), help="clips per inference batch (0: 4 × batch_size on CUDA, 8 on CPU)")
+    run.add_argument("--output_topk", default=5, type=at_least(1))
     run.add_argument("--retrieval", action="store_true", help="video retrieval: validation queries, training gallery")
     run.add_argument("--report", action="store_true", help="write report.md and figures at the end")
     run.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True)
@@ -141,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = p.add_argument_group("demo")
     demo.add_argument("--demo", action="store_true",
                       help="build a synthetic dataset and an image teacher, compare baseline with CCL (A), (I), (AI) on CPU")
-    demo.add_argument("--demo_seeds", default=1, type=int)
-    demo.add_argument("--demo_epochs", default=12, type=int)
+    demo.add_argument("--demo_seeds", default=1, type=at_least(1))
+    demo.add_argument("--demo_epochs", default=12, type=at_least(1))
     demo.add_argument("--allow_untrained_teacher", action="store_true",
                       help="(tests, benchmarks) run the image teacher with random, BN-calibrated weights")
     return p
@@ -289,7 +282,5 @@ def check_combinations(opt: argparse.Namespace) -> None:
     if opt.gpu_decode and opt.eval_reduced_decode:
         raise UserError("--eval_reduced_decode decodes at reduced scale on the CPU, --gpu_decode decodes "
                         "full-size frames on the device: drop one of them")
-    if opt.batch_size < 1 or opt.n_epochs < 0:
-        raise UserError("--batch_size must be ≥ 1 and --n_epochs ≥ 0")
     if opt.distributed:
         check_torchrun(opt.batch_size, os.environ)

@@ -17,6 +17,7 @@ from pathlib import Path
 from evaluation import plots
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
 from evaluation.markdown import table
+from training.files import write_atomically
 
 METRICS = ("top-1", "R@1", "R@5", "R@10", "R@20", "mAP")
 RETRIEVAL_METRICS = METRICS[1:]
@@ -301,5 +302,5 @@ def write_comparison(paths: Sequence[Path | str], out_dir: Path | str | None = N
                           [run.configuration for run in runs],
                           {m: [run.metrics[m] for run in runs] for m in METRICS}, out / FIGURE)
     report = out / "report.md"
-    report.write_text("\n".join(lines))
+    write_atomically(report, "\n".join(lines).encode())
     return report

@@ -16,6 +16,7 @@ from evaluation.retrieval import retrieval_metrics
 from evaluation.video_predictions import VideoPredictions, predict_videos, save_features, write_val_json
 from training.batch import model_input
 from training.distributed import is_distributed, is_main_process
+from training.files import write_atomically
 from training.precision import SpeedMode
 
 log = logging.getLogger("ccl")
@@ -103,7 +104,7 @@ def retrieve(query_set, query: VideoPredictions, gallery_set, gallery: VideoPred
     metrics = retrieval_metrics(query.features[q_keep], q_labels[q_keep],
                                 gallery.features[g_keep], g_labels[g_keep], device=device)
     if is_main_process():
-        (result_path / "retrieval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_atomically(result_path / "retrieval.json", (json.dumps(metrics, indent=2) + "\n").encode())
         log.info("retrieval: %s", " ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                            for k, v in metrics.items()))
     return metrics

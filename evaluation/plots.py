@@ -3,6 +3,7 @@
 Figures are built as `matplotlib.figure.Figure` objects, not through pyplot, so nothing
 here changes the process-wide backend or keeps figures alive.
 """
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from training.files import write_atomically
 
 # Above this many classes, naming each along an axis would make the figure too large
 # (beyond about 30 inches), and naming each in a legend would hide the points.
@@ -32,7 +35,9 @@ LOSS_TITLES = {"loss": "training total loss", "ce": "cross-entropy"}
 def _save(fig: Figure, path: Path, bottom_inches: float = 0.0) -> None:
     """Lay out (leaving `bottom_inches` free, e.g. for a figure legend) and write a PNG."""
     fig.tight_layout(rect=(0, bottom_inches / fig.get_figheight(), 1, 1))
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    write_atomically(Path(path), png.getbuffer())
 
 
 def _x_axis(log: pd.DataFrame) -> pd.Series:

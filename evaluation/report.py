@@ -11,19 +11,20 @@ retrieval (`retrieval.json`; examples from `features_validation.npz` +
 """
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from errors import ArgumentParser, exit_with_error
 from evaluation import plots
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
 from evaluation.compare import write_comparison
 from evaluation.markdown import table
 from evaluation.retrieval import nearest_neighbours
 from evaluation.video_predictions import load_features
+from training.files import write_atomically
 from training.logs import TIMING_KEYS
 
 N_RETRIEVAL_EXAMPLES = 5
@@ -254,12 +255,12 @@ def write_report(result_path: Path | str, class_names: list[str],
         lines += ["Nothing to report yet: no logs, val.json, features or retrieval.json "
                   "in this folder.", ""]
     report = result_path / "report.md"
-    report.write_text("\n".join(lines))
+    write_atomically(report, "\n".join(lines).encode())
     return report
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Write report.md for a result directory, or one comparing several (--compare).")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--result_path", type=Path, help="the result directory to report on")
@@ -287,8 +288,10 @@ def main(argv: list[str] | None = None) -> Path:
             if args.annotation_path is not None:
                 ground_truth, class_names = load_ground_truth(args.annotation_path, args.subset)
             report = write_report(args.result_path, class_names, ground_truth)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    except ValueError as e:
+        exit_with_error(str(e))
+    except OSError as e:   # a missing input, or report.md / a figure that cannot be written
+        exit_with_error(str(e) if e.strerror is None else f"{e.filename}: {e.strerror}")
     print(report)
     return report
 

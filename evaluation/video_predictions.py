@@ -4,7 +4,9 @@ A video is cut into windows by the dataset (`video_index` tells which video each
 belongs to); here the model runs over every window and the window outputs are averaged
 per video: softmax scores for `val.json`, pooled features for retrieval.
 """
+import io
 import json
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from training.files import write_atomically
 
 from datasets.device_decode import clip_to_device
 from datasets.loader import batches
@@ -130,7 +133,7 @@ def write_val_json(path: Path | str, video_ids: Sequence[str], scores: Tensor | 
                    for c, s in zip(top_classes[i, :k].tolist(), top_scores[i, :k].tolist())]
         for i, video_id in enumerate(video_ids)
     }
-    Path(path).write_text(json.dumps({"results": results}))
+    write_atomically(Path(path), json.dumps({"results": results}).encode())
 
 
 class VideoFeatures(NamedTuple):
@@ -152,9 +155,10 @@ def save_features(path: Path | str, ids: Sequence[str], labels: Tensor | np.ndar
     if features.ndim != 2 or not len(ids) == len(labels) == len(features):
         raise ValueError(f"{len(ids)} ids, {len(labels)} labels and features of shape "
                          f"{features.shape} do not describe the same (N, D) videos")
-    # Through a file object: np.savez would append ".npz" to a path without it.
-    with open(path, "wb") as f:
-        np.savez(f, ids=ids, labels=labels, features=features)
+    # Through a buffer: np.savez would append ".npz" to a path without it.
+    buffer = io.BytesIO()
+    np.savez(buffer, ids=ids, labels=labels, features=features)
+    write_atomically(Path(path), buffer.getbuffer())
 
 
 def load_features(path: Path | str) -> VideoFeatures:
@@ -163,7 +167,12 @@ def load_features(path: Path | str) -> VideoFeatures:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (written by inference, "
                                 "features_<subset>.npz in the result directory)")
-    with np.load(path) as data:
+    try:
+        data = np.load(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:   # garbage, a pickle, a torn file
+        raise ValueError(f"{path} is not a features file ({' '.join(str(e).split())[:120]}); expected "
+                         "a features_<subset>.npz written by inference") from None
+    with data:
         missing = {"ids", "labels", "features"} - set(data.files)
         if missing:
             raise ValueError(f"{path} lacks {sorted(missing)}; expected a features_<subset>.npz "

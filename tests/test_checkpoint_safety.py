@@ -216,6 +216,13 @@ def test_main_resumes_an_original_release_run_with_its_head_and_schedule(data, t
     assert "records no options" in run_log and f"audio head loaded from {result / 'save_2_audio.pth'}" in run_log
 
 
+def test_a_checkpoint_of_another_class_count_is_one_line_naming_the_mismatch(data, tmp_path, capsys):
+    write_original_release_run(tmp_path / "other", 1, n_classes=7)
+    code, lines = run_main(capsys, data, tmp_path / "result", "--resume_path", str(tmp_path / "other" / "save_1.pth"))
+    assert_one_line_error(code, lines, f"{tmp_path / 'other' / 'save_1.pth'} does not match --model/--model_depth/"
+                          f"--n_classes (size mismatch for linear.weight", "its opts.json", alone=False)
+
+
 # --- every entry that reads a checkpoint refuses the payload -----------------------------------
 
 @pytest.mark.parametrize("entry", ["evaluate", "auto_resume", "pretrain_path", "image_teacher_weights"])

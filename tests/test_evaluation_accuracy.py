@@ -47,24 +47,29 @@ def test_top_k_accuracy(files, capsys, k, ignore, n_ground_truth, n_correct):
                                 "left out (--allow_unknown_ids; first: x9)"]
 
 
-def test_predictions_of_unknown_ids_are_an_error_naming_them(files):
-    ground_truth, val_json = files
+def user_error(capsys, argv: list[str]) -> str:
+    """eval_accuracy.py's stderr for a user's mistake, which must end it with exit code 2."""
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        eval_accuracy.main([str(ground_truth), str(val_json), "-k", "1", "--ignore"])
-    text = str(exit_info.value.code)
+        eval_accuracy.main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.rstrip("\n")
+
+
+def test_predictions_of_unknown_ids_are_an_error_naming_them(files, capsys):
+    ground_truth, val_json = files
+    text = user_error(capsys, [str(ground_truth), str(val_json), "-k", "1", "--ignore"])
     assert text.startswith(f"error: {val_json}: 1 of 4 predicted ids are not videos of subset 'validation'")
     assert "x9" in text and "--allow_unknown_ids" in text and "\n" not in text
 
 
 @pytest.mark.parametrize("ignore", [True, False])
-def test_no_prediction_for_any_ground_truth_video_is_an_error_not_zero(files, ignore):
+def test_no_prediction_for_any_ground_truth_video_is_an_error_not_zero(files, ignore, capsys):
     ground_truth, val_json = files
     # A val.json of another split: every id is a training video, none a validation one.
     val_json.write_text(json.dumps({"results": {"t1": [{"label": "b", "score": 1.0}]}}))
     argv = [str(ground_truth), str(val_json), "-k", "1", "--allow_unknown_ids"] + (["--ignore"] if ignore else [])
-    with pytest.raises(SystemExit) as exit_info:
-        eval_accuracy.main(argv)
-    assert str(exit_info.value.code).startswith("error: no ground-truth video has a prediction")
+    assert user_error(capsys, argv).startswith("error: no ground-truth video has a prediction")
 
 
 def test_save_writes_the_accuracy_beside_val_json(files):
@@ -78,8 +83,6 @@ def test_save_writes_the_accuracy_beside_val_json(files):
     (lambda gt, val: [str(gt), str(val), "--subset", "testing"], "subset 'testing'"),
     (lambda gt, val: [str(val), str(val)], "annotation JSON"),
 ])
-def test_user_errors_exit_with_one_line(files, change, message):
-    with pytest.raises(SystemExit) as exit_info:
-        eval_accuracy.main(change(*files))
-    text = str(exit_info.value.code)
+def test_user_errors_exit_with_one_line(files, change, message, capsys):
+    text = user_error(capsys, change(*files))
     assert text.startswith("error:") and message in text and "\n" not in text

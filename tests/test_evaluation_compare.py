@@ -182,15 +182,17 @@ def test_a_run_moved_since_training_still_compares_its_own_paths_equal(tmp_path)
     assert "None: every compared option is the same in every run." in text
 
 
-def test_a_folder_that_is_not_a_result_folder_is_a_one_line_error(runs, tmp_path):
+def test_a_folder_that_is_not_a_result_folder_is_a_one_line_error(runs, tmp_path, capsys):
     _, folders = runs
     stray = tmp_path / "results" / "data"
     stray.mkdir()
     for bad, words in ((stray, "is not a result folder"), (tmp_path / "nowhere", "is not a folder"),
                        (folders[0], "is given twice")):
+        capsys.readouterr()
         with pytest.raises(SystemExit) as exit_info:
             report.main(["--compare", *map(str, folders), str(bad)])
-        message = str(exit_info.value.code)
+        message = capsys.readouterr().err.rstrip("\n")
+        assert exit_info.value.code == 2
         assert message.startswith("error: ") and "\n" not in message
         assert str(bad) in message and words in message
     assert not (tmp_path / "results" / "report.md").exists()
@@ -206,16 +208,17 @@ def test_annotation_override_and_a_missing_annotation(runs, tmp_path):
     assert [run.metrics["top-1"] for run in loaded] == pytest.approx([400 / 6, 100.0, 100 / 6, None])
 
 
-def test_command_line_writes_the_report_and_a_png_where_asked(runs, tmp_path):
+def test_command_line_writes_the_report_and_a_png_where_asked(runs, tmp_path, capsys):
     _, folders = runs
     out = tmp_path / "comparison"
     path = report.main(["--compare", *map(str, folders), "--out", str(out)])
     assert path == out / "report.md"
     assert "![top-1, R@k and mAP per run](comparison.png)" in path.read_text()
     assert (out / "comparison.png").read_bytes()[:8] == PNG_SIGNATURE
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--compare", *map(str, folders), "--out", str(folders[0])])
-    assert "is a result folder" in str(exit_info.value.code)
+    assert exit_info.value.code == 2 and "is a result folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):                 # argparse: --out needs --compare
         report.main(["--result_path", str(folders[0]), "--out", str(out)])
 

@@ -93,9 +93,10 @@ def test_command_line(tmp_path, capsys):
         for v, label in ground_truth.items()}}))
     path = report.main(["--result_path", str(tmp_path), "--annotation_path", str(annotation)])
     assert "## Video classification" in path.read_text()
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         report.main(["--result_path", str(tmp_path / "nowhere")])
-    assert str(exit_info.value.code).startswith("error:")
+    assert exit_info.value.code == 2 and capsys.readouterr().err.startswith("error:")
 
 
 def test_pca_embedding_matches_svd():

@@ -134,12 +134,16 @@ def test_eval_retrieval_script(tmp_path, capsys):
     assert "| R@1 |" in capsys.readouterr().out
 
 
-def test_eval_retrieval_script_reports_a_missing_file(tmp_path, capsys):
+@pytest.mark.parametrize("content, words", [(None, "does not exist"), (b"garbage", "is not a features file")])
+def test_eval_retrieval_script_reports_a_missing_or_unreadable_file(tmp_path, capsys, content, words):
+    features = tmp_path / "features_validation.npz"
+    if content is not None:
+        features.write_bytes(content)
     with pytest.raises(SystemExit) as exit_info:
-        eval_retrieval.main(["--query", str(tmp_path / "nope.npz"),
-                             "--gallery", str(tmp_path / "nope.npz")])
-    assert exit_info.value.code != 0
-    assert "error:" in str(exit_info.value.code) and "nope.npz" in str(exit_info.value.code)
+        eval_retrieval.main(["--query", str(features), "--gallery", str(features)])
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2
+    assert len(lines) == 1 and lines[0].startswith(f"error: {features} {words}")
 
 
 def tied_case(seed=0, n_gallery=120, n_query=37, n_classes=6):

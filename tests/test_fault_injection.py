@@ -8,6 +8,7 @@ Every case runs on a copy of the tiny generated dataset, corrupted here.
 """
 import contextlib
 import errno
+import io
 import itertools
 import json
 import math
@@ -26,7 +27,7 @@ import pytest
 import torch
 
 import main
-import training.checkpoint
+import training.files
 import training.build
 from models import build_student
 from tests.conftest import REPO, read_log, reproducible_log, tiny_run_options
@@ -164,6 +165,35 @@ def test_option_mistakes_are_one_line_errors_before_any_model(case, data, tmp_pa
     code, lines = run_main(capsys, data, result, *extra)
     assert_one_line_error(code, lines, *needles)
     assert not (result / "train.log").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--sample_size", "0", "must be 1 or more, got 0"),
+    ("--sample_duration", "-4", "must be 1 or more, got -4"),
+    ("--sample_t_stride", "0", "must be 1 or more, got 0"),
+    ("--n_threads", "-1", "must be 0 or more, got -1"),
+    ("--val_freq", "0", "must be 1 or more, got 0"),
+    ("--checkpoint", "0", "must be 1 or more, got 0"),
+    ("--n_val_samples", "0", "must be 1 or more, got 0"),
+    ("--inference_stride", "0", "must be 1 or more, got 0"),
+    ("--output_topk", "0", "must be 1 or more, got 0"),
+    ("--image_size", "0", "must be 1 or more, got 0"),
+    ("--batch_size", "0", "must be 1 or more, got 0"),
+    ("--learning_rate", "-1", "must be 0 or more, got -1.0"),
+    ("--train_crop_min_ratio", "0", "must be in (0, 1], got 0.0"),
+    ("--train_crop_min_scale", "1.5", "must be in (0, 1], got 1.5"),
+    ("--model", "resnet50", "invalid choice: 'resnet50' (choose from 'r21d', 'r21d_std', 'r3d_18', 'mc3_18', "
+                            "'r2plus1d_18')"),
+    ("--sample_size", "big", "invalid int value: 'big'"),
+])
+def test_nonsense_option_values_are_one_line_errors(option, value, message, data, tmp_path, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(tiny_run_options(data, tmp_path / "result", option, value))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2
+    assert lines == [f"error: argument {option}: {message} (see main.py --help)"]
+    assert not (tmp_path / "result").exists()
 
 
 def test_corrupt_resume_checkpoint_is_a_one_line_error(data, tmp_path, capsys):
@@ -391,21 +421,35 @@ def test_consecutive_non_finite_steps_stop_the_run_keeping_the_last_good_checkpo
 
 # --- checkpoints under kill and disk full ---------------------------------------------------
 
-def test_disk_full_while_saving_keeps_the_previous_checkpoint(data, tmp_path, capsys, monkeypatch):
-    real_save, calls = torch.save, itertools.count(1)
+class FullDisk(io.FileIO):
+    """A file on a disk that fills up after `room` bytes: the write that crosses it stores
+    what fits and raises ENOSPC, as a real full disk does."""
+    room = 4096
 
-    def save(obj, f, *args, **kwargs):
-        if next(calls) == 2:
-            f.write(b"half a checkpoint")
+    def write(self, data) -> int:
+        stored = self.tell()
+        if stored + len(data) > self.room:
+            super().write(bytes(data)[:max(0, self.room - stored)])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_save(obj, f, *args, **kwargs)
-    monkeypatch.setattr(training.checkpoint.torch, "save", save)
+        return super().write(data)
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(data, tmp_path, capsys, monkeypatch):
+    calls = itertools.count(1)
+
+    def open_on_full_disk(path, mode="r", *args, **kwargs):
+        # The second checkpoint written: save_last.pth of epoch 2.
+        if Path(path).name.startswith("save_") and next(calls) == 2:
+            return FullDisk(path, mode.replace("b", ""))
+        return open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(training.files, "open", open_on_full_disk, raising=False)
     result = tmp_path / "result"
     code, lines = run_main(capsys, data, result, "--n_epochs", "2")
     assert code == 1
     assert lines[-1].startswith(f"error: training stopped: could not write checkpoint {result / 'save_last.pth'}: "
                                 f"No space left on device")
     assert "the previous checkpoint is intact" in lines[-1]
+    assert not any(line.startswith("Traceback") for line in lines)
     assert torch.load(result / "save_last.pth", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in result.glob("save*")) == ["save_last.pth"]
 

@@ -11,15 +11,18 @@ import textwrap
 import pytest
 import torch
 
-import training.checkpoint
+import main
+
+import training.files
 import training.result_folder
 import training.build
 from errors import UserError
 from tests.conftest import REPO, read_log, tiny_run_options
-from tests.test_fault_injection import (FAST, assert_one_line_error, data, drop_checkpoints, launch,  # noqa: F401
-                                        launched, no_model, one_thread, run_main, wait_for)
+from tests.test_fault_injection import (FAST, FullDisk, assert_one_line_error, data, drop_checkpoints,  # noqa: F401
+                                        launch, launched, no_model, one_thread, run_main, wait_for)
 from training.checkpoint import atomic_save
 from training.device import describe_device
+from training.files import write_atomically
 from training.result_folder import hold_result_folder
 
 
@@ -71,18 +74,58 @@ def test_the_lock_dies_with_its_process(tmp_path):
 
 def test_temporary_checkpoint_names_are_per_process_and_leftovers_go(tmp_path, monkeypatch):
     written = []
-    real_save = torch.save
 
-    def save(obj, f, *args, **kwargs):
-        written.append(os.path.basename(f.name))
-        return real_save(obj, f, *args, **kwargs)
-    monkeypatch.setattr(training.checkpoint.torch, "save", save)
+    def open_and_record(path, *args, **kwargs):
+        written.append(os.path.basename(path))
+        return open(path, *args, **kwargs)
+    monkeypatch.setattr(training.files, "open", open_and_record, raising=False)
     atomic_save({"epoch": 1}, tmp_path / "save_last.pth")
     assert written == [f"save_last.pth.{os.getpid()}.tmp"] and not list(tmp_path.glob("*.tmp"))
     for name in ("save_last.pth.tmp", "save_9.pth.4242.tmp", "notes.tmp"):
         (tmp_path / name).write_bytes(b"torn")
     with hold_result_folder(tmp_path):
         assert sorted(p.name for p in tmp_path.glob("*.tmp")) == ["notes.tmp"]
+
+
+@pytest.mark.parametrize("room", [0, 100], ids=["nothing_fits", "a_part_fits"])
+def test_a_result_file_on_a_full_disk_keeps_its_earlier_content(tmp_path, monkeypatch, room):
+    path = tmp_path / "opts.json"
+    path.write_text('{"earlier": true}\n')
+    monkeypatch.setattr(FullDisk, "room", room)
+    monkeypatch.setattr(training.files, "open", lambda name, mode: FullDisk(name, mode.replace("b", "")),
+                        raising=False)
+    with pytest.raises(OSError) as caught:
+        write_atomically(path, b"x" * 1000)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    assert path.read_text() == '{"earlier": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opts.json"]
+
+
+def test_a_full_disk_when_the_options_are_written_is_one_line_and_keeps_them(data, tmp_path, capsys,
+                                                                           monkeypatch):
+    result = tmp_path / "result"
+    result.mkdir()
+    (result / "opts.json").write_text('{"earlier": true}\n')
+    monkeypatch.setattr(FullDisk, "room", 100)
+    monkeypatch.setattr(training.files, "open", lambda name, mode: FullDisk(name, mode.replace("b", "")),
+                        raising=False)
+    code, lines = run_main(capsys, data, result)
+    assert_one_line_error(code, lines, f"{result / 'opts.json'}: No space left on device", "free disk space",
+                          code_wanted=1, alone=False)
+    assert (result / "opts.json").read_text() == '{"earlier": true}\n'
+
+
+def test_a_failed_file_operation_is_described_by_where_it_happened(tmp_path):
+    result = tmp_path / "result"
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(result / "val.json"))
+    assert main.describe_os_error(full, result) == (
+        f"the run stopped: {result / 'val.json'}: No space left on device (free disk space, or check that "
+        f"--result_path {result} is writable); the checkpoints on disk are complete")
+    unnamed = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert f"a file in {result}: No space left on device (free disk space" in main.describe_os_error(unnamed, result)
+    elsewhere = OSError(errno.EIO, os.strerror(errno.EIO), str(tmp_path / "data" / "a.hdf5"))
+    assert main.describe_os_error(elsewhere, result) == (
+        f"the run stopped: {tmp_path / 'data' / 'a.hdf5'}: Input/output error; the checkpoints on disk are complete")
 
 
 # --- mistakes found before anything is built -------------------------------------------------
@@ -92,6 +135,22 @@ def test_a_result_path_that_is_a_file_is_a_one_line_error(data, tmp_path, capsys
     result.write_text("not a folder")
     code, lines = run_main(capsys, data, result)
     assert_one_line_error(code, lines, f"--result_path {result} is a file")
+
+
+@pytest.mark.parametrize("checkpoint", ["save_last.pth", "save_100.pth", "save_model.pth"])
+def test_a_fresh_run_into_a_folder_with_checkpoints_is_an_error_and_keeps_them(data, tmp_path, capsys, no_model,
+                                                                               checkpoint):
+    result = tmp_path / "result"
+    result.mkdir()
+    (result / checkpoint).write_bytes(b"an earlier run's checkpoint")
+    (result / "train.log").write_text("epoch\tloss\n1\t2.0\n")
+    (result / "opts.json").write_text('{"earlier": true}\n')
+    code, lines = run_main(capsys, data, result)
+    assert_one_line_error(code, lines, f"--result_path {result} holds the checkpoints of an earlier run "
+                          f"({checkpoint})", "--auto_resume", "another --result_path")
+    assert (result / checkpoint).read_bytes() == b"an earlier run's checkpoint"
+    assert (result / "train.log").read_text() == "epoch\tloss\n1\t2.0\n"
+    assert (result / "opts.json").read_text() == '{"earlier": true}\n'
 
 
 @pytest.mark.parametrize("how", ["chmod", "refused_open"])
@@ -153,6 +212,23 @@ def test_ctrl_c_says_what_was_saved_and_how_to_go_on(data, tmp_path, launched):
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/<pid>/maps")
+def test_ctrl_c_while_the_libraries_load_ends_without_a_traceback(data, tmp_path, launched):
+    args = tiny_run_options(data, tmp_path / "result", *FAST)
+    process = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    launched.append(process)
+    maps = f"/proc/{process.pid}/maps"
+    # libtorch is mapped early in `import torch`, seconds before main.py's imports are done.
+    wait_for(process, lambda: "libtorch" in open(maps).read(), "torch to start loading")
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == -signal.SIGINT, stderr[-2000:]
+    assert stderr == ""
+    assert not (tmp_path / "result").exists()
+
+
 # --- the device line -----------------------------------------------------------------------------
 
 def test_the_device_line_says_when_gpus_were_asked_for_but_none_is_visible(monkeypatch):
@@ -206,6 +282,18 @@ def test_resuming_with_other_training_options_is_an_error_listing_each(data, tmp
     assert recorded["sample_size"] == 20
     assert recorded["option_changes"] == [{"from_epoch": 2, "option": "sample_size", "before": 16, "after": 20}]
     assert torch.load(result / "save_last.pth", weights_only=True)["option_changes"] == recorded["option_changes"]
+    assert [row["epoch"] for row in read_log(result / "train.log")] == ["1", "2"]
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(data, tmp_path, capsys):
+    result = tmp_path / "result"
+    assert run_main(capsys, data, result, "--n_epochs", "2")[0] == 0
+    for n_epochs, level in (("2", "INFO"), ("1", "WARNING")):
+        code, lines = run_main(capsys, data, result, "--n_epochs", n_epochs, "--auto_resume")
+        assert code == 0
+        said = [line for line in lines if "nothing to train" in line]
+        assert len(said) == 1 and f" {level} nothing to train: the resumed checkpoint is at epoch 2, " \
+            f"--n_epochs is {n_epochs}" in said[0], lines
     assert [row["epoch"] for row in read_log(result / "train.log")] == ["1", "2"]
 
 

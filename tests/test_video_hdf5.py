@@ -1,6 +1,7 @@
 """End-to-end tests of util_scripts/generate_video_hdf5.py on small videos made with PyAV."""
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,6 +84,8 @@ def test_conversion_reports_exactly_the_bad_videos(ucf_like, capsys):
         ["Beta/b1.avi", "Beta/b2.avi"]
     assert "2 converted, 0 skipped, 2 failed" in err
     assert "1 videos without audio track" in err
+    # stderr is not a terminal here: one progress line, no carriage-return redraws.
+    assert "\r" not in err and len(re.findall(r"^hdf5: 4 videos in \d+\.\d s$", err, re.M)) == 1
     hdf5 = sorted(p.relative_to(ucf_like["root"] / "hdf5").as_posix()
                   for p in (ucf_like["root"] / "hdf5").rglob("*") if p.is_file())
     assert hdf5 == ["Alpha/a1.hdf5", "Alpha/a2.hdf5"]

@@ -4,7 +4,7 @@ Everything a checkpoint holds is a tensor or a plain value (numbers, strings, li
 so it loads with torch's weights-only unpickler (`models.checkpoint_file`), which never runs
 code from the file.
 """
-import os
+import io
 import random
 import re
 from pathlib import Path
@@ -16,6 +16,7 @@ from torch import nn
 from errors import MissingFileError, TrainingStopped, UserError
 from models.checkpoint_file import read_checkpoint_file
 from models.factory import strip_module_prefix
+from training.files import write_atomically
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -34,22 +35,16 @@ class CheckpointWriteError(TrainingStopped):
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to `<path>.<pid>.tmp`, fsync, rename: the file at `path` is always complete.
-
-    A failure (disk full, kill) leaves the previous file at `path` untouched; an OSError
-    becomes a CheckpointWriteError naming the file. The temporary name is this process's
-    own, so no other process can write into it.
-    """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    """torch.save `obj` to `path` through `write_atomically`: the file at `path` is always
+    complete, and a failure (disk full, kill) leaves the previous one untouched. An OSError
+    becomes a CheckpointWriteError naming the file."""
+    # Serialized in memory first: torch's zip writer turns a failed write (disk full) into a
+    # RuntimeError about stream positions, a plain write raises the OSError that says why.
+    serialized = io.BytesIO()
+    torch.save(obj, serialized)
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, serialized.getbuffer())
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise CheckpointWriteError(f"could not write checkpoint {path}: {e.strerror or e} (free disk "
                                    f"space or change --result_path); the previous checkpoint is intact") from e
 
@@ -126,8 +121,10 @@ def load_student_weights(student: nn.Module, checkpoint: dict, path: Path) -> No
     try:
         unwrap(student).load_state_dict(strip_module_prefix(checkpoint["state_dict"]), strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
-        raise UserError(f"{path} does not match --model/--model_depth/--n_classes: {first}") from e
+        # torch's message: a header line, then the missing / unexpected / resized keys.
+        reason = " ".join(str(e).split()).split(": ", 1)[-1][:300]
+        raise UserError(f"{path} does not match --model/--model_depth/--n_classes ({reason}); pass the "
+                        f"options it was trained with (its opts.json)") from None
 
 
 def latest_checkpoint(result_path: Path) -> Path | None:

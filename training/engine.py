@@ -46,6 +46,12 @@ class Engine:
         `val_freq` epochs, keep `save_model.pth` (best clip accuracy), `save_<epoch>.pth`
         every `checkpoint_every` epochs and `save_last.pth` every epoch (for --auto_resume)."""
         state, run = self.state, self.run
+        if state.start_epoch > run.n_epochs:
+            # A rerun of a finished run (the scripts resume with --auto_resume) goes on to the
+            # evaluation; a checkpoint beyond --n_epochs is worth a warning.
+            level = logging.INFO if state.start_epoch == run.n_epochs + 1 else logging.WARNING
+            log.log(level, "nothing to train: the resumed checkpoint is at epoch %d, --n_epochs is %d",
+                    state.start_epoch - 1, run.n_epochs)
         logs = RunLogs(run.result_path, run.tensorboard, first_epoch=state.start_epoch)
         try:
             for epoch in range(state.start_epoch, run.n_epochs + 1):

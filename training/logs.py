@@ -1,11 +1,13 @@
 """Epoch logs: tab-separated files (the original's train.log / val.log), TensorBoard and
 run.log lines."""
 import csv
+import io
 import json
 import logging
 from pathlib import Path
 
 from training.distributed import is_main_process
+from training.files import write_atomically
 
 log = logging.getLogger("ccl")
 
@@ -79,8 +81,9 @@ def truncate_after(path: Path, epoch: int) -> None:
     with open(path, newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))
     kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= epoch]
-    with open(path, "w", newline="") as f:
-        csv.writer(f, delimiter="\t").writerows(kept)
+    text = io.StringIO(newline="")
+    csv.writer(text, delimiter="\t").writerows(kept)
+    write_atomically(path, text.getvalue().encode())
 
 
 def _format(value) -> str:
@@ -110,7 +113,8 @@ class TensorBoard:
 
 def write_options(path: Path, options: dict) -> None:
     """`options` as JSON at `path`, on rank 0: `opts.json` describes the training of the
-    result folder; an evaluation-only run records its own in `eval_opts.json` beside it."""
+    result folder; an evaluation-only run records its own in `eval_opts.json` beside it.
+    Written atomically: a failed write leaves the earlier file as it was."""
     if not is_main_process():
         return
-    Path(path).write_text(json.dumps(options, indent=2) + "\n")
+    write_atomically(Path(path), (json.dumps(options, indent=2) + "\n").encode())

@@ -48,6 +48,18 @@ def hold_result_folder(result_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def check_fresh_start(result_path: Path, train: bool, resume_path: Path | None) -> None:
+    """A training run that starts afresh would overwrite the checkpoints and logs of the run
+    that `result_path` already holds: UserError saying how to continue that run or keep it."""
+    if not train or resume_path is not None:
+        return
+    earlier = latest_checkpoint(result_path) or min(Path(result_path).glob("save_*.pth"), default=None)
+    if earlier is not None:
+        raise UserError(f"--result_path {result_path} holds the checkpoints of an earlier run ({earlier.name}), "
+                        f"which a new run would overwrite: pass --auto_resume to continue that run, or another "
+                        f"--result_path to start a new one")
+
+
 def _make_folder(result_path: Path) -> None:
     if result_path.exists() and not result_path.is_dir():
         raise UserError(f"--result_path {result_path} is a file, not a folder: pass a folder")

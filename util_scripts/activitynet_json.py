@@ -19,7 +19,7 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import UserError
+from errors import ArgumentParser, UserError
 from util_scripts.annotation import (database_entry, frame_count, report_missing, require_dir,
                                      run_cli, save_annotation)
 
@@ -98,7 +98,7 @@ def build_activitynet(database: dict, video_path: Path) -> tuple[dict, list[str]
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--annotation_path", type=Path, required=True,
                         help="official activity_net.v1-3.min.json")
     parser.add_argument("--video_path", type=Path, required=True,

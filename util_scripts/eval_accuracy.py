@@ -16,12 +16,13 @@ if __package__ in (None, ""):
     # Run as a file: make the repository root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from errors import ArgumentParser, exit_with_error
 from evaluation.accuracy import (AccuracyResult, describe_ids, load_ground_truth, load_predictions,
                                  subset_ids, top_k_accuracy, unknown_ids)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("ground_truth_path", type=Path, help="annotation JSON")
     parser.add_argument("result_path", type=Path, help="val.json written by inference")
     parser.add_argument("-k", type=int, default=1, help="top-k")
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> AccuracyResult:
                              f"--subset, or pass --allow_unknown_ids to leave them out")
         result = top_k_accuracy(ground_truth, predictions, args.k, args.ignore)
     except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(str(e))
     if unknown:
         print(f"warning: {len(unknown)} of {len(predictions)} predicted ids are not videos of subset "
               f"'{args.subset}' and are left out (--allow_unknown_ids; first: {describe_ids(unknown, 3)})",

@@ -17,12 +17,13 @@ if __package__ in (None, ""):
     # Run as a file: make the repository root importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from errors import ArgumentParser, exit_with_error
 from evaluation.retrieval import retrieval_metrics
 from evaluation.video_predictions import VideoFeatures, load_features
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--query", type=Path, required=True,
                         help="features_<subset>.npz of the query videos (validation/test)")
     parser.add_argument("--gallery", type=Path, required=True,
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, float | int]:
                                     gallery.labels, block_size=args.block_size,
                                     device=args.device)
     except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(str(e))
     print(f"query: {args.query} ({metrics['n_query']} videos), "
           f"gallery: {args.gallery} ({metrics['n_gallery']} videos)")
     print(format_table(metrics))

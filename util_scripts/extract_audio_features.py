@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from errors import UserError
+from datasets.progress import Progress
+from errors import ArgumentParser, UserError
 from models.cnn14 import (DEFAULT_MODEL, PANNS_MODELS, PannsCnn, PannsSpec, load_official_state_dict,
                           read_official_state_dict)
 
@@ -127,7 +127,7 @@ def _save_atomic(path: Path, feature: np.ndarray) -> None:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--wav_path", type=Path, required=True,
                         help="folder of WAV files at the model's sample rate (32 kHz for most): "
                              "<wav_path>/<label>/<id>.wav")
@@ -226,7 +226,7 @@ def _run(args: argparse.Namespace) -> tuple[int, int, list[WavInfo]]:
 
 def _extract(model: PannsCnn, files: list[WavInfo], args: argparse.Namespace) -> int:
     """Run `model` over `files` batch by batch and save the embeddings; returns the count."""
-    progress = tqdm(total=len(files), unit="file", desc=model.spec.name)
+    progress = Progress(model.spec.name, total=len(files), unit="file")
     with torch.inference_mode():
         for batch in plan_batches(files, args.batch_size):
             waves = np.stack([read_wav(args.wav_path / f.relative, f.num_samples)

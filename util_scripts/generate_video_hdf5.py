@@ -20,10 +20,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from errors import ArgumentParser
 from util_scripts.pyav import MissingPyAV, require_av
 
 EXTENSIONS = {"ucf101": ".avi", "hmdb51": ".avi", "kinetics": ".mp4",
@@ -174,7 +174,7 @@ def _convert_task(task: tuple) -> ConversionResult:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir_path", type=Path, required=True,
                         help="folder of videos: <dir_path>/<class>/<video>.<ext>")
     parser.add_argument("--dst_path", type=Path, required=True, help="HDF5 output folder")
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
               else (args.audio_dst_path / v).with_suffix(".wav"), args.jpeg_quality)
              for v in videos]
     n_jobs = args.n_jobs if args.n_jobs >= 1 else (os.cpu_count() or 1)
-    progress = tqdm(total=len(tasks), unit="video", desc="hdf5")
+    # Imported here: the spawned workers import this module, and `datasets` brings torch.
+    from datasets.progress import Progress
+    progress = Progress("hdf5", total=len(tasks), unit="video")
     results = []
     if n_jobs == 1:
         for task in tasks:

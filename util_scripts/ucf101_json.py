@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import UserError
+from errors import ArgumentParser, UserError
 from util_scripts.annotation import (database_entry, frame_count, report_missing, require_dir,
                                      run_cli, write_database)
 
@@ -102,7 +102,7 @@ def available_splits(dir_path: Path) -> list[int]:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dir_path", type=Path, required=True,
                         help="ucfTrainTestlist folder (classInd.txt, train/test lists)")
     parser.add_argument("--video_path", type=Path, required=True,

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import UserError
+from errors import ArgumentParser, UserError
 from util_scripts.annotation import (database_entry, frame_count, report_missing, require_dir,
                                      run_cli, save_annotation)
 
@@ -89,7 +89,7 @@ def build_vggsound(clips: list[Clip], video_path: Path,
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--csv_path", type=Path, required=True, help="official vggsound.csv")
     parser.add_argument("--video_path", type=Path, required=True,
                         help="HDF5 root: <video_path>/<stem>.hdf5 or <label>/<stem>.hdf5")
