@@ -256,3 +256,19 @@ def test_main_refuses_unknown_teachers_and_missing_weights_up_front(tiny_dataset
         assert main.main(tiny_run_options(tiny_dataset, tmp_path / "r", "--use_image", *extra)) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and all(n in err[0] for n in needles), err
+
+
+def test_main_refuses_a_frame_size_the_teacher_cannot_take_before_anything_is_built(tiny_dataset, tmp_path, capsys):
+    import main
+    from tests.conftest import tiny_run_options
+
+    result = tmp_path / "r"
+    # ViT-B/16 takes 224×224 only: the 32 px clip's frame, and a 256 px one, are refused up front.
+    for size in ("32", "256"):
+        capsys.readouterr()
+        assert main.main(tiny_run_options(tiny_dataset, result, "--use_image", "--image_teacher", "vit_b_16",
+                                          "--image_size", size, "--allow_untrained_teacher")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --image_teacher vit_b_16 does not take"), err
+        assert f"{size}×{size}" in err[0] and "--image_size 224" in err[0]
+        assert not (result / "opts.json").exists()
