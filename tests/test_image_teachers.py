@@ -205,6 +205,21 @@ def test_the_papers_head_has_no_projection():
     assert [n for n, _ in head.named_parameters()] == ["mlp.weight", "mlp.bias", "fc.weight", "fc.bias"]
 
 
+def test_the_papers_head_draws_the_originals_initial_weights_and_nothing_more():
+    # The original's head: nn.Linear(1024, 512) then nn.Linear(512, C), from the global RNG.
+    # Equal weights, and an equal next draw: a D = 512 head that built and dropped a
+    # projection would shift every later initialization.
+    torch.manual_seed(3)
+    ours = composition_head(512, 7)
+    ours_next = torch.rand(4)
+    torch.manual_seed(3)
+    mlp, fc = nn.Linear(1024, 512), nn.Linear(512, 7)
+    originals_next = torch.rand(4)
+    assert torch.equal(ours.mlp.weight, mlp.weight) and torch.equal(ours.mlp.bias, mlp.bias)
+    assert torch.equal(ours.fc.weight, fc.weight) and torch.equal(ours.fc.bias, fc.bias)
+    assert torch.equal(ours_next, originals_next)
+
+
 # ---------------------------------------------------------------- through main.py
 
 def with_audio_dim(data: dict, root, dim: int) -> dict:
