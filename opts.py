@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from datasets import TESTING, TRAINING, VALIDATION, check_audio_classes, check_n_classes, load_annotation
 from datasets.config import DataConfig
 from datasets.transforms import MEAN_STD, normalization_stats
@@ -13,7 +15,8 @@ from errors import ArgumentParser, MissingFileError, UserError, at_least, fracti
 from evaluation.config import EvalConfig
 from models import STUDENT_NAMES
 from models.config import ModelConfig, TeacherConfig
-from models.image_teacher import default_weights_path, missing_weights_message
+from models.image_teacher import (build_image_teacher, check_frame_size, default_weights_path,
+                                  missing_weights_message, teacher_frame_size)
 from models.torchvision_classifiers import check_name
 from training.checkpoint import latest_checkpoint
 from training.config import OptimConfig, RunConfig
@@ -247,9 +250,13 @@ def check_inputs(opt: argparse.Namespace) -> None:
 
 
 def check_image_teacher(opt: argparse.Namespace) -> None:
-    """--use_image: a supported --image_teacher whose weights file exists (unless the
-    untrained fallback is allowed). Raises UserError."""
+    """--use_image: a supported --image_teacher that takes the frames it will see (ViT's fixed
+    224...; checked on the meta device, nothing computed) and whose weights file exists
+    (unless the untrained fallback is allowed). Raises UserError."""
     check_name(opt.image_teacher)
+    with torch.device("meta"):
+        network = build_image_teacher(opt.image_teacher)
+    check_frame_size(network, opt.image_teacher, teacher_frame_size(opt.image_size, opt.sample_size))
     if opt.allow_untrained_teacher:
         return
     if opt.image_teacher_weights:

@@ -28,6 +28,7 @@ IGNORED_OPTIONS = ("n_threads", "tensorboard", "report", "checkpoint", "auto_res
 # The option that tells repeated runs of one configuration apart.
 SEED_OPTION = "--manual_seed"
 RUN_FOLDER = "<run>"
+EVAL_OPTIONS = "eval_opts.json: "
 MISSING = "missing"
 ABSENT = "absent"
 FIGURE = "comparison.png"
@@ -41,6 +42,7 @@ class Run:
     configuration: "baseline", "CCL (A)", "CCL (I)" or "CCL (AI)" (opts.json's teachers).
     options: {"--name": value} of opts.json, and {"eval_opts.json: --name": value} of an
         evaluation-only run's options; strings inside the run's own folder read `<run>/...`.
+        Compared through `option_value`.
     metrics: {metric: percent or None (missing)} for every name in METRICS.
     """
     path: Path
@@ -87,7 +89,7 @@ def _run_options(path: Path, opts: dict) -> dict[str, object]:
                if name not in IGNORED_OPTIONS}
     eval_path = path / "eval_opts.json"
     if eval_path.is_file():
-        options |= {f"eval_opts.json: --{name}": _relocated(value, folders)
+        options |= {f"{EVAL_OPTIONS}--{name}": _relocated(value, folders)
                     for name, value in _read_options(eval_path).items() if name not in IGNORED_OPTIONS}
     return options
 
@@ -191,12 +193,30 @@ def _key(value: object) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def option_value(run: Run, name: str) -> object:
+    """`run`'s value of the option `name` (a key of `Run.options`), ABSENT where it records
+    none. A run without eval_opts.json was evaluated by its training run, with its training
+    options: its `eval_opts.json: --x` is its `--x`, so that comparing it with a script's
+    evaluation-only run shows only the evaluation options that differ."""
+    if name.startswith(EVAL_OPTIONS) and not any(key.startswith(EVAL_OPTIONS) for key in run.options):
+        name = name[len(EVAL_OPTIONS):]
+    return run.options.get(name, ABSENT)
+
+
+def _evaluation_changes(runs: Sequence[Run], name: str) -> bool:
+    """Whether some run's evaluation-only run set `name` (`eval_opts.json: --x`) to other than
+    its training's `--x`; where none did, the `--x` column already shows every value."""
+    return any(option_value(run, name) != run.options.get(name[len(EVAL_OPTIONS):], ABSENT) for run in runs)
+
+
 def differing_options(runs: Sequence[Run]) -> list[str]:
-    """Option names (as in `Run.options`) whose value is not the same in every run, in the
-    order they first appear in; an option a run does not record differs from any value."""
+    """Option names (as in `Run.options`) whose value (`option_value`) is not the same in
+    every run, in the order they first appear in; an option a run does not record differs
+    from any value. An evaluation option counts only where an evaluation-only run changed it
+    (`_evaluation_changes`)."""
     names = list(dict.fromkeys(name for run in runs for name in run.options))
-    return [name for name in names
-            if len({_key(run.options.get(name, ABSENT)) for run in runs}) > 1]
+    return [name for name in names if len({_key(option_value(run, name)) for run in runs}) > 1
+            and (not name.startswith(EVAL_OPTIONS) or _evaluation_changes(runs, name))]
 
 
 def _format(value: object) -> str:
@@ -216,15 +236,15 @@ def group_by_configuration(runs: Sequence[Run], differing: Sequence[str]) -> lis
     settings = [name for name in differing if name != SEED_OPTION]
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        groups.setdefault(tuple(_key(run.options.get(n, ABSENT)) for n in settings), []).append(run)
+        groups.setdefault(tuple(_key(option_value(run, n)) for n in settings), []).append(run)
     labelled = []
     for members in groups.values():
         same_configuration = [g for g in groups.values() if g[0].configuration == members[0].configuration]
         label = members[0].configuration
         if len(same_configuration) > 1:
             distinct = [n for n in settings
-                        if len({_key(g[0].options.get(n, ABSENT)) for g in same_configuration}) > 1]
-            label += " (" + ", ".join(f"{n} {_format(members[0].options.get(n, ABSENT))}"
+                        if len({_key(option_value(g[0], n)) for g in same_configuration}) > 1]
+            label += " (" + ", ".join(f"{n} {_format(option_value(members[0], n))}"
                                       for n in distinct) + ")"
         labelled.append((label, members))
     return labelled
@@ -262,12 +282,12 @@ def comparison_lines(runs: Sequence[Run]) -> list[str]:
                         for label, members in groups])
     lines += [f"![top-1, R@k and mAP per run]({FIGURE})", "", "## Options that differ", "",
               "From each folder's `opts.json` (and `eval_opts.json`, the options of an evaluation-only "
-              f"run, where there is one). Paths inside a run's own folder read `{RUN_FOLDER}/...`. "
+              f"run, where there is one; a folder without one was evaluated with its `opts.json`). Paths inside a run's own folder read `{RUN_FOLDER}/...`. "
               "Not compared, since they cannot change the numbers: "
               + ", ".join(f"`--{name}`" for name in IGNORED_OPTIONS) + ".", ""]
     if differing:
         lines += table(["run", *(f"`{name}`" for name in differing)],
-                       [[f"`{run.name}`", *(_format(run.options.get(name, ABSENT)) for name in differing)]
+                       [[f"`{run.name}`", *(_format(option_value(run, name)) for name in differing)]
                         for run in runs])
     else:
         lines += ["None: every compared option is the same in every run.", ""]

@@ -170,6 +170,22 @@ def test_an_option_one_run_lacks_or_a_changed_list_differs(tmp_path):
     assert rows["`second`"]["`--milestones`"] == "[100, 200]"
 
 
+def test_a_run_evaluated_by_its_training_run_compares_with_an_evaluation_only_run(tmp_path):
+    # The demo's runs evaluate in their training run; a script's evaluation-only run records
+    # every option in eval_opts.json. Only the evaluation options that really differ show.
+    annotation = write_annotation(tmp_path / "annotation.json")
+    demo = make_run(tmp_path, "demo", annotation, inference_stride=8, no_train=False)
+    script = make_run(tmp_path, "script", annotation, inference_stride=8, no_train=False)
+    trained_with = json.loads((script / "opts.json").read_text())
+    (script / "eval_opts.json").write_text(json.dumps(trained_with | {"no_train": True, "inference_stride": 16}))
+    loaded = compare.read_runs([demo, script])
+    assert compare.differing_options(loaded) == ["eval_opts.json: --inference_stride", "eval_opts.json: --no_train"]
+    rows = table_rows("\n".join(compare.comparison_lines(loaded)).split("## Options that differ")[1], "run")
+    assert rows["`demo`"] == {"run": "`demo`", "`eval_opts.json: --inference_stride`": "8",
+                              "`eval_opts.json: --no_train`": "false"}
+    assert rows["`script`"]["`eval_opts.json: --inference_stride`"] == "16"
+
+
 def test_a_run_moved_since_training_still_compares_its_own_paths_equal(tmp_path):
     annotation = write_annotation(tmp_path / "annotation.json")
     first = make_run(tmp_path, "first", annotation)

@@ -208,6 +208,21 @@ def test_the_papers_head_has_no_projection():
     assert [n for n, _ in head.named_parameters()] == ["mlp.weight", "mlp.bias", "fc.weight", "fc.bias"]
 
 
+def test_the_papers_head_draws_the_originals_initial_weights_and_nothing_more():
+    # The original's head: nn.Linear(1024, 512) then nn.Linear(512, C), from the global RNG.
+    # Equal weights, and an equal next draw: a D = 512 head that built and dropped a
+    # projection would shift every later initialization.
+    torch.manual_seed(3)
+    ours = composition_head(512, 7)
+    ours_next = torch.rand(4)
+    torch.manual_seed(3)
+    mlp, fc = nn.Linear(1024, 512), nn.Linear(512, 7)
+    originals_next = torch.rand(4)
+    assert torch.equal(ours.mlp.weight, mlp.weight) and torch.equal(ours.mlp.bias, mlp.bias)
+    assert torch.equal(ours.fc.weight, fc.weight) and torch.equal(ours.fc.bias, fc.bias)
+    assert torch.equal(ours_next, originals_next)
+
+
 # ---------------------------------------------------------------- through main.py
 
 def with_audio_dim(data: dict, root, dim: int) -> dict:
@@ -259,3 +274,19 @@ def test_main_refuses_unknown_teachers_and_missing_weights_up_front(tiny_dataset
         assert main.main(tiny_run_options(tiny_dataset, tmp_path / "r", "--use_image", *extra)) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and all(n in err[0] for n in needles), err
+
+
+def test_main_refuses_a_frame_size_the_teacher_cannot_take_before_anything_is_built(tiny_dataset, tmp_path, capsys):
+    import main
+    from tests.conftest import tiny_run_options
+
+    result = tmp_path / "r"
+    # ViT-B/16 takes 224×224 only: the 32 px clip's frame, and a 256 px one, are refused up front.
+    for size in ("32", "256"):
+        capsys.readouterr()
+        assert main.main(tiny_run_options(tiny_dataset, result, "--use_image", "--image_teacher", "vit_b_16",
+                                          "--image_size", size, "--allow_untrained_teacher")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --image_teacher vit_b_16 does not take"), err
+        assert f"{size}×{size}" in err[0] and "--image_size 224" in err[0]
+        assert not (result / "opts.json").exists()
