@@ -63,6 +63,14 @@ def scale_argument(width: int, height: int, size: int) -> str:
     return f"-1:{size}" if width > height else f"{size}:-1"
 
 
+def _to_full_range(plane16: np.ndarray, limit: int, gain: int, offset: int, shift: int) -> np.ndarray:
+    """libswscale's limited-to-full-range step on the 15-bit intermediate x = plane16 >> 1:
+    ((min(x, limit)·gain − offset) >> shift), rounded to 8 bits as (· + 64) >> 7."""
+    x15 = plane16.astype(np.int64) >> 1
+    full15 = (np.minimum(x15, limit) * gain - offset) >> shift
+    return np.clip((full15 + 64) >> 7, 0, 255).astype(np.uint8)
+
+
 def chroma_to_full_range(chroma16: np.ndarray) -> np.ndarray:
     """Full-range 8-bit chroma from limited-range 16-bit chroma, as the CLI's libswscale.
 
@@ -70,9 +78,7 @@ def chroma_to_full_range(chroma16: np.ndarray) -> np.ndarray:
     ffmpeg 5.1 converts the 15-bit intermediate c as (min(c, 30775)·4663 − 9289992) >> 12
     and rounds it to 8 bits as (· + 64) >> 7. Returns (h, w) uint8.
     """
-    c15 = chroma16.astype(np.int64) >> 1
-    full15 = (np.minimum(c15, 30775) * 4663 - 9289992) >> 12
-    return np.clip((full15 + 64) >> 7, 0, 255).astype(np.uint8)
+    return _to_full_range(chroma16, 30775, 4663, 9289992, 12)
 
 
 def _is_8bit_rgb(pix_fmt: str) -> bool:
@@ -89,9 +95,7 @@ def luma_to_full_range(luma16: np.ndarray) -> np.ndarray:
     ffmpeg 5.1 converts the 15-bit intermediate y as (min(y, 30189)·19077 − 39057361) >> 14
     and rounds it to 8 bits as (· + 64) >> 7. Returns (h, w) uint8.
     """
-    y15 = luma16.astype(np.int64) >> 1
-    full15 = (np.minimum(y15, 30189) * 19077 - 39057361) >> 14
-    return np.clip((full15 + 64) >> 7, 0, 255).astype(np.uint8)
+    return _to_full_range(luma16, 30189, 19077, 39057361, 14)
 
 
 def autorotate_filters(matrix: tuple[int, ...] | None) -> list[tuple[str, str | None]]:
