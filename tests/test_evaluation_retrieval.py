@@ -146,6 +146,24 @@ def test_eval_retrieval_script_reports_a_missing_or_unreadable_file(tmp_path, ca
     assert len(lines) == 1 and lines[0].startswith(f"error: {features} {words}")
 
 
+def test_eval_retrieval_script_names_a_result_file_it_cannot_write(tmp_path, capsys):
+    query, query_labels, gallery, gallery_labels = random_case()
+    save_features(tmp_path / "features_validation.npz", [f"q{i}" for i in range(23)],
+                  query_labels, query)
+    save_features(tmp_path / "features_training.npz", [f"g{i}" for i in range(40)],
+                  gallery_labels, gallery)
+    (tmp_path / "retrieval.json").mkdir()    # a folder where the file goes: the rename fails
+    with pytest.raises(SystemExit) as exit_info:
+        eval_retrieval.main(["--query", str(tmp_path / "features_validation.npz"),
+                             "--gallery", str(tmp_path / "features_training.npz"),
+                             "--device", "cpu"])
+    lines = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'retrieval.json'}: ")
+    assert lines[0].endswith("the metrics above were not saved")
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def tied_case(seed=0, n_gallery=120, n_query=37, n_classes=6):
     """Non-negative features in {0, 1, 2}^4, as the student's pooled ReLU outputs are: many
     exactly equal similarities (duplicate vectors, equal angles, disjoint supports), zero

@@ -20,6 +20,7 @@ if __package__ in (None, ""):
 from errors import ArgumentParser, exit_with_error
 from evaluation.retrieval import retrieval_metrics
 from evaluation.video_predictions import VideoFeatures, load_features
+from training.files import write_atomically
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,7 +73,10 @@ def main(argv: list[str] | None = None) -> dict[str, float | int]:
           f"gallery: {args.gallery} ({metrics['n_gallery']} videos)")
     print(format_table(metrics))
     record = {**metrics, "query": str(args.query), "gallery": str(args.gallery)}
-    (result_path / "retrieval.json").write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        write_atomically(result_path / "retrieval.json", (json.dumps(record, indent=2) + "\n").encode())
+    except OSError as e:   # a full disk or a folder it cannot write
+        exit_with_error(f"{e.filename}: {e.strerror}; the metrics above were not saved")
     return metrics
 
 
