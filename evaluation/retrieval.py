@@ -14,8 +14,10 @@ metrics never order the gallery itself: each query's similarity values are sorte
 relevant item's rank is found by binary search in them (items strictly more similar, plus
 one). Ties follow the rule above exactly: among equally similar relevant items, gallery
 order decides, and a relevant item that shares its similarity with an item of another
-class also counts those of them earlier in gallery order (found by scanning its row, or
-by ranking the row on keys that put gallery order into the value, `_tie_break_keys`).
+class also counts those of them earlier in gallery order: found among the copies of its
+vector when they are all the row's equal items (duplicate videos, zero vectors), else by
+scanning its row, or by ranking the row on keys that put gallery order into the value
+(`_tie_break_keys`).
 """
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +38,9 @@ GALLERY_CHUNK = 8192
 TIE_SCAN_ITEMS = 1 << 24
 # Ranking a row on tie-break keys costs about as much as this many scans of it.
 KEYED_ROW_COST = 16
+# Identical gallery vectors looked at per tied item at most: ties within a larger group of
+# copies are counted by scanning the row.
+COPY_GROUP_LIMIT = 64
 
 
 def _as_features(x: ArrayLike, name: str) -> Tensor:
@@ -162,14 +167,14 @@ def _equal_before(similarity: Tensor, group_rows: Tensor, group_values: Tensor,
     return counts
 
 
-def _relevant_ranks(similarity: Tensor, members: Tensor, valid: Tensor,
+def _relevant_ranks(similarity: Tensor, members: Tensor, valid: Tensor, copies: "_GalleryCopies",
                     ascending: Tensor | None = None) -> Tensor:
     """Ranks (ranking rule of the module docstring, 1-based) of gallery items `members`.
 
     similarity: (b, G) float32; members: (b, M) gallery indices in gallery order per row;
     valid: (b, M) bool, which entries of `members` are real (the others are padding, their
-    ranks meaningless); ascending: storage for the sorted rows (see `_sorted_rows`).
-    Returns (b, M) int64.
+    ranks meaningless); copies: the gallery's identical vectors; ascending: storage for the
+    sorted rows (see `_sorted_rows`). Returns (b, M) int64.
 
     rank = 1 + items more similar + equally similar items earlier in gallery order; the
     last term is found only for rows where a relevant item's similarity is shared
@@ -183,23 +188,27 @@ def _relevant_ranks(similarity: Tensor, members: Tensor, valid: Tensor,
     tied = valid & (at_most >= 2) & (ascending.gather(1, (at_most - 2).clamp(min=0)) == values)
     rows = tied.any(dim=1).nonzero().flatten()
     if len(rows):
-        ranks[rows] += _earlier_equal(similarity, ascending, rows, values[rows], at_most[rows],
-                                      members[rows], valid[rows])
+        n_equal = (at_most - torch.searchsorted(ascending, values))[rows]
+        ranks[rows] += _earlier_equal(similarity, ascending, copies, rows, values[rows],
+                                      at_most[rows], n_equal, members[rows], valid[rows])
     return ranks
 
 
-def _earlier_equal(similarity: Tensor, ascending: Tensor, rows: Tensor, values: Tensor,
-                   at_most: Tensor, members: Tensor, valid: Tensor) -> Tensor:
+def _earlier_equal(similarity: Tensor, ascending: Tensor, copies: "_GalleryCopies", rows: Tensor,
+                   values: Tensor, at_most: Tensor, n_equal: Tensor, members: Tensor,
+                   valid: Tensor) -> Tensor:
     """For each relevant item of the rows `rows` (r,) with ties: how many items with exactly
     its similarity come earlier in gallery order. similarity and ascending (its rows
     sorted): (b, G) of the whole block; values (r, M) the items' similarities (inf for
-    padding), at_most (r, M) the number of items at most as similar, members and valid as
-    in `_relevant_ranks`, for these rows. Returns (r, M).
+    padding), at_most (r, M) the number of items at most as similar, n_equal (r, M) the
+    number exactly as similar, members and valid as in `_relevant_ranks`, for these rows.
+    Returns (r, M).
 
     When every item sharing the similarity is relevant, that is the number of those earlier
-    among `members`. Items that share it with an item of another class get it by scanning
-    their row for that similarity, or, when that would scan rows more than KEYED_ROW_COST
-    times each, from ranking their rows on `_tie_break_keys`.
+    among `members`. Items that share it with an item of another class get it from the
+    copies of their vector when those are all its equal items, else by scanning their row
+    for that similarity, or, when that would scan rows more than KEYED_ROW_COST times each,
+    from ranking their rows on `_tie_break_keys`.
     """
     # Equal values among the row's relevant items: a stable sort keeps them in gallery order.
     relevant, order = torch.sort(values, dim=1, stable=True)
@@ -211,6 +220,14 @@ def _earlier_equal(similarity: Tensor, ascending: Tensor, rows: Tensor, values: 
     # One more equal value below the relevant ones means an item of another class.
     below = at_most - 1 - n_equal_relevant
     mixed = valid & (below >= 0) & (ascending[rows[:, None], below.clamp(min=0)] == values)
+    if not bool(mixed.any()):
+        return earlier
+    local, slots = mixed.nonzero(as_tuple=True)
+    among_copies, resolved = _earlier_equal_among_copies(
+        similarity, copies, rows[local], members[local, slots], values[local, slots],
+        n_equal[local, slots])
+    earlier[local[resolved], slots[resolved]] = among_copies[resolved]
+    mixed[local[resolved], slots[resolved]] = False
     if not bool(mixed.any()):
         return earlier
     local, slots = mixed.nonzero(as_tuple=True)
@@ -228,26 +245,85 @@ def _earlier_equal(similarity: Tensor, ascending: Tensor, rows: Tensor, values: 
     return earlier
 
 
-class _GalleryClasses:
-    """The gallery's items grouped by class, to list each query's relevant items.
+def _earlier_equal_among_copies(similarity: Tensor, copies: "_GalleryCopies", rows: Tensor,
+                                cols: Tensor, values: Tensor, n_equal: Tensor
+                                ) -> tuple[Tensor, Tensor]:
+    """For P tied items (block row rows (P,), gallery index cols (P,), similarity values
+    (P,), n_equal (P,) items of the row with exactly that similarity): how many of those
+    come earlier in gallery order, counted among the item's group of copies
+    (`_GalleryCopies`, at most COPY_GROUP_LIMIT of them). Exact where the group holds all
+    n_equal equal items of the row. Returns (earlier (P,) int64, resolved (P,) bool: where
+    it is exact)."""
+    earlier = torch.zeros_like(cols)
+    resolved = torch.zeros_like(cols, dtype=torch.bool)
+    groups = copies.groups
+    group = groups.id[cols]
+    size = groups.count[group]
+    candidates = ((size > 1) & (size <= COPY_GROUP_LIMIT)).nonzero().flatten()
+    if len(candidates) == 0:
+        return earlier, resolved
+    for part in candidates.split(max(1, TIE_SCAN_ITEMS // COPY_GROUP_LIMIT)):
+        copy_cols, valid = groups.members(group[part])
+        equal = valid & (similarity[rows[part, None], copy_cols] == values[part, None])
+        resolved[part] = equal.sum(dim=1) == n_equal[part]
+        earlier[part] = (equal & (copy_cols < cols[part, None])).sum(dim=1)
+    return earlier, resolved
 
-    labels: (G,) int64 class ids ≥ 0 on the device.
+
+class _GalleryGroups:
+    """The gallery's items grouped by an id (their class, or their vector's copies), to list
+    the members of given groups.
+
+    ids: (G,) int64 group ids ≥ 0 on the device; n_groups: more than the largest id.
     """
 
-    def __init__(self, labels: Tensor, n_labels: int) -> None:
-        self.by_class = torch.sort(labels, stable=True).indices     # gallery order within a class
-        self.count = torch.bincount(labels, minlength=n_labels)
+    def __init__(self, ids: Tensor, n_groups: int) -> None:
+        self.id = ids
+        self.by_group = torch.sort(ids, stable=True).indices     # gallery order within a group
+        self.count = torch.bincount(ids, minlength=n_groups)
         self.start = self.count.cumsum(0) - self.count
 
-    def members(self, query_labels: Tensor) -> tuple[Tensor, Tensor]:
-        """(members (b, M) gallery indices of each query's class in gallery order, padded;
-        valid (b, M) bool), M = the largest class among the queries (at least 1)."""
-        count = self.count[query_labels]
+    def members(self, group_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """(members (b, M) gallery indices of each group in `group_ids` (b,), in gallery
+        order, padded; valid (b, M) bool), M = the largest of these groups (at least 1)."""
+        count = self.count[group_ids]
         width = max(int(count.max()), 1)
         position = torch.arange(width, device=count.device)
         valid = position < count[:, None]
-        index = (self.start[query_labels][:, None] + position).clamp(max=len(self.by_class) - 1)
-        return self.by_class[index], valid
+        index = (self.start[group_ids][:, None] + position).clamp(max=len(self.by_group) - 1)
+        return self.by_group[index], valid
+
+
+class _GalleryCopies:
+    """The gallery's items grouped by an exact hash of their float64 vectors, built on first
+    use: identical vectors (copies of a video, zero vectors) share a group, so their
+    similarities to any query are usually each other's only exact ties. A group is a set of
+    candidates only: `_earlier_equal_among_copies` uses it where it holds every equal item.
+
+    gallery: (G, D) float64 on the device.
+    """
+
+    def __init__(self, gallery: Tensor) -> None:
+        self._gallery = gallery
+        self._groups: _GalleryGroups | None = None
+
+    @property
+    def groups(self) -> _GalleryGroups:
+        if self._groups is None:
+            n_gallery, dim = self._gallery.shape
+            device = self._gallery.device
+            # Residues of the float64 bits below 2^31 times weights below 2^16: a sum of D
+            # such products stays below 2^63 for D < 2^16, so the hash is exact integer
+            # arithmetic (a collision only costs a row scan, never a wrong count).
+            weights = torch.randint(1, 1 << 16, (dim,), generator=torch.Generator().manual_seed(0))
+            weights = weights.to(device)
+            keys = torch.empty(n_gallery, dtype=torch.int64, device=device)
+            for start in range(0, n_gallery, GALLERY_CHUNK):
+                bits = self._gallery[start:start + GALLERY_CHUNK].view(torch.int64)
+                keys[start:start + GALLERY_CHUNK] = (bits.remainder((1 << 31) - 1) * weights).sum(1)
+            groups, ids = torch.unique(keys, return_inverse=True)
+            self._groups = _GalleryGroups(ids, len(groups))
+        return self._groups
 
 
 def retrieval_metrics(query_feats: ArrayLike, query_labels: ArrayLike,
@@ -288,7 +364,8 @@ def retrieval_metrics(query_feats: ArrayLike, query_labels: ArrayLike,
 
     gallery = _normalized(gallery_feats, device)
     n_labels = int(max(query_labels.max(), gallery_labels.max())) + 1
-    classes = _GalleryClasses(gallery_labels.to(device), n_labels)
+    classes = _GalleryGroups(gallery_labels.to(device), n_labels)
+    copies = _GalleryCopies(gallery)
     n_query = len(query_feats)
     storage = _BlockStorage.allocate(min(block_size, n_query), len(gallery), device)
     first_hit = torch.empty(n_query, dtype=torch.int64)   # 1-based rank, 0 if none
@@ -298,7 +375,8 @@ def retrieval_metrics(query_feats: ArrayLike, query_labels: ArrayLike,
         similarity = _similarities(_normalized(query_feats[start:stop], device), gallery,
                                    storage)
         members, valid = classes.members(query_labels[start:stop].to(device))
-        ranks = _relevant_ranks(similarity, members, valid, storage.ascending[:stop - start])
+        ranks = _relevant_ranks(similarity, members, valid, copies,
+                                storage.ascending[:stop - start])
         # Padding ranks after every real one: row-wise sorting puts the relevant items'
         # ranks first, in rank order.
         ranks = torch.sort(torch.where(valid, ranks, len(gallery) + 1), dim=1).values

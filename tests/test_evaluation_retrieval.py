@@ -267,6 +267,66 @@ def test_same_class_duplicates_rank_in_gallery_order_without_tie_keys(monkeypatc
         assert metrics[name] == pytest.approx(value, abs=1e-9), name
 
 
+def copies_case(seed=5):
+    """Gallery vectors copied 2-4 times under other labels (a video listed in several
+    classes, zero vectors): exact ties across classes between copies only."""
+    rng = np.random.default_rng(seed)
+    gallery = rng.normal(size=(200, 16)).astype(np.float32)
+    gallery_labels = rng.integers(0, 5, size=200)
+    sources = rng.permutation(100)[:30]
+    targets = 100 + rng.permutation(100)
+    for n, source in enumerate(sources):             # 30 groups of 2, 3 or 4 copies
+        for target in targets[3 * n:3 * n + 1 + n % 3] if 3 * n < 100 else []:
+            gallery[target] = gallery[source]
+    gallery[[150, 180, 190]] = 0.0                    # zero vectors: similarity 0 to all
+    query = np.concatenate([3 * gallery[sources[:8]], rng.normal(size=(12, 16))])
+    query_labels = rng.integers(0, 6, size=20)
+    return query.astype(np.float32), query_labels, gallery, gallery_labels
+
+
+def test_ties_between_copies_are_counted_among_the_copies(monkeypatch):
+    from evaluation import retrieval
+    case = copies_case()
+    expected = brute_force_metrics(*case, KS)
+    # Neither the row scan nor the tie-break keys: every tie is resolved among the copies.
+    monkeypatch.setattr(retrieval, "_equal_before", None)
+    monkeypatch.setattr(retrieval, "_tie_break_keys", None)
+    for block_size in (3, 20):
+        metrics = retrieval_metrics(*case, ks=KS, block_size=block_size)
+        for name, value in expected.items():
+            assert metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_ties_between_distinct_vectors_are_scanned():
+    # No vector twice: the equal similarities come from equal angles, so no group of
+    # copies holds them and each row is scanned.
+    gallery = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1], [2, 3, 1]],
+                       np.float32)
+    gallery_labels = np.array([0, 1, 0, 1, 2, 2])
+    query = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], np.float32)
+    query_labels = np.array([1, 0, 2])
+    case = (query, query_labels, gallery, gallery_labels)
+    expected = brute_force_metrics(*case, (1, 2, 3))
+    metrics = retrieval_metrics(*case, ks=(1, 2, 3))
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_groups_of_copies_above_the_limit_are_scanned(monkeypatch):
+    from evaluation import retrieval
+    case = copies_case()
+    expected = brute_force_metrics(*case, KS)
+    monkeypatch.setattr(retrieval, "COPY_GROUP_LIMIT", 2)
+    scanned = []
+    equal_before = retrieval._equal_before
+    monkeypatch.setattr(retrieval, "_equal_before",
+                        lambda *args: scanned.append(1) or equal_before(*args))
+    metrics = retrieval_metrics(*case, ks=KS, block_size=4)
+    assert scanned
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value, abs=1e-9), name
+
+
 def test_sorted_rows_match_torch_sort_into_the_given_storage():
     from evaluation.retrieval import _sorted_rows
     g = torch.Generator().manual_seed(0)
