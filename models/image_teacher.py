@@ -113,8 +113,8 @@ def check_frame_size(teacher: nn.Module, name: str, size: int) -> None:
         reason = " ".join(str(e).split())[:200]
         crop = default_weights(name).transforms().crop_size[0]
         raise UserError(f"--image_teacher {name} does not take {size}×{size} frames ({reason}); pass "
-                         f"--image_size {crop}, its ImageNet size (the frame is resized to --image_size "
-                         f"when that is larger than --sample_size)") from None
+                         f"--image_size {crop}, its ImageNet size, and --sample_size at most {crop} "
+                         f"(frames are resized up to --image_size, never down)") from None
 
 
 def has_batchnorm(teacher: nn.Module) -> bool:

@@ -80,6 +80,7 @@ def test_fixed_size_models_refuse_other_frame_sizes():
         check_frame_size(vit, "vit_b_16", 112)
     message = str(info.value)
     assert "\n" not in message and "--image_size 224" in message and "112×112" in message
+    assert "--sample_size at most 224" in message
     with torch.device("meta"):
         convnet = TorchvisionImageTeacher("efficientnet_b0")
     check_frame_size(convnet, "efficientnet_b0", 112)   # pooled: any size
