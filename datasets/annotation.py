@@ -100,7 +100,10 @@ def check_audio_classes(annotation: Annotation, audio_path: Path | None) -> None
     folder but with the annotation's class ids (UCF101's, up to 100, under --n_classes 51)
     and validated on every class; the paper's setting is the UCF51 annotation, built from
     the audio folders, so a UCF101 annotation is a UserError that names it."""
-    if audio_path is None or not Path(audio_path).is_dir():
+    if audio_path is None:
+        raise UserError("--use_audio needs --audio_path, the folder of the audio features "
+                        "(unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
+    if not Path(audio_path).is_dir():
         raise UserError(f"--use_audio needs --audio_path with the audio features; {audio_path} does not exist "
                         "(unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
     missing = classes_without_audio_folder(annotation, audio_path)

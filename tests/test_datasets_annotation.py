@@ -4,7 +4,9 @@ import logging
 
 import pytest
 
-from datasets import check_n_classes, classes_without_audio_folder, load_annotation, resolve_samples
+from datasets import (check_audio_classes, check_n_classes, classes_without_audio_folder, load_annotation,
+                      resolve_samples)
+from errors import UserError
 
 
 def write_json(path, data):
@@ -105,3 +107,11 @@ def test_classes_without_audio_folder_only_for_a_layout_by_class(tmp_path):
     for label in ("Bb", "Cc"):
         (audio / label).mkdir()
     assert classes_without_audio_folder(annotation, audio) == []
+
+
+def test_use_audio_without_audio_path_asks_for_it(tmp_path):
+    annotation = load_annotation(write_json(tmp_path / "ann.json", {"labels": ["Aa"], "database": {}}))
+    with pytest.raises(UserError) as raised:
+        check_audio_classes(annotation, None)
+    message = str(raised.value)
+    assert message.startswith("--use_audio needs --audio_path") and "None" not in message
