@@ -243,6 +243,7 @@ def test_broken_audio_feature_is_a_one_line_error_naming_the_file(data, tmp_path
     np.save(broken, array)
     code, lines = run_main(capsys, data, tmp_path / "result", "--use_audio")
     assert_one_line_error(code, lines, str(broken), reason, "extract_audio_features.py", alone=False)
+    assert not (tmp_path / "result" / "opts.json").exists()   # no options of a training that never ran
 
 
 def corrupt_two_videos(data) -> tuple[Path, Path]:
@@ -333,6 +334,7 @@ def test_no_training_video_with_audio_is_a_one_line_error(data, tmp_path, capsys
     code, lines = run_main(capsys, data, tmp_path / "result", "--use_audio", "--audio_path", str(data["audio_path"].parent))
     assert_one_line_error(code, lines, f"none of the {N_TRAIN} training videos has an audio feature",
                           f"--audio_path {data['audio_path'].parent}", alone=False)
+    assert not (tmp_path / "result" / "opts.json").exists()   # no options of a training that never ran
 
 
 @pytest.mark.parametrize("removed, warned", [(1, False), (4, True)], ids=["6%", "22%"])

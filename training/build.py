@@ -42,7 +42,6 @@ class Training:
 def build(data: DataConfig, model: ModelConfig, teachers: TeacherConfig, optim: OptimConfig,
           run: RunConfig, device: torch.device) -> Training:
     checkpoint, option_changes = load_resume_checkpoint(run)
-    record_options(run, option_changes)
     torch.manual_seed(run.seed)
     if data.gpu_decode and device.type != "cuda":
         log.warning("--gpu_decode without a CUDA device: the training process decodes every batch on the CPU")
@@ -65,8 +64,15 @@ def build(data: DataConfig, model: ModelConfig, teachers: TeacherConfig, optim: 
                           arch=model.arch, options=run.options, option_changes=option_changes)
     if checkpoint is not None:
         restore(state, checkpoint, run.resume_path, resume_training=run.train)
-        log.info("resumed from %s (next epoch %d)", run.resume_path, state.start_epoch)
+        if run.train:
+            log.info("resumed from %s (next epoch %d)", run.resume_path, state.start_epoch)
+        else:
+            trained = f" (saved after epoch {checkpoint['epoch']})" if "epoch" in checkpoint else ""
+            log.info("evaluating %s%s", run.resume_path, trained)
         del checkpoint   # its tensors are copied into the run's modules: free them
+    # Only now that the data, the teachers and the checkpoint have passed their checks: a run
+    # stopped by a UserError leaves no opts.json for a training that never started.
+    record_options(run, option_changes)
     state.student = wrap_student(student, run.compile, device)
     return Training(state, train_loader, val_loader)
 
