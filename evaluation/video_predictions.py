@@ -167,9 +167,13 @@ def load_features(path: Path | str) -> VideoFeatures:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (written by inference, "
                                 "features_<subset>.npz in the result directory)")
+    # np.load would read an .npy array, and answer anything else with advice to unpickle it.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a features file (not an .npz archive); expected "
+                         "a features_<subset>.npz written by inference")
     try:
         data = np.load(path)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:   # garbage, a pickle, a torn file
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:   # a torn or foreign archive
         raise ValueError(f"{path} is not a features file ({' '.join(str(e).split())[:120]}); expected "
                          "a features_<subset>.npz written by inference") from None
     with data:

@@ -1,4 +1,5 @@
 """predict_videos (per-video means of window outputs), val.json and feature files."""
+import io
 import json
 
 import numpy as np
@@ -151,3 +152,21 @@ def test_features_round_trip(tmp_path):
         load_features(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="same"):
         save_features(path, ["a"], [0, 1], features[:2])
+
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content", [npy_bytes(np.zeros(4, np.float32)), b'{"results": {}}'],
+                         ids=["npy_array", "val_json"])
+def test_a_file_that_is_not_an_npz_archive_is_refused_in_plain_words(tmp_path, content):
+    path = tmp_path / "features_validation.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as raised:
+        load_features(path)
+    assert str(raised.value) == (f"{path} is not a features file (not an .npz archive); expected "
+                                 "a features_<subset>.npz written by inference")
