@@ -150,6 +150,16 @@ def test_shards_split_the_sorted_list(ucf_like, tmp_path, capsys):
     assert [p.name for p in tmp_path.rglob("*.hdf5")] == ["a2.hdf5"]
 
 
+def test_a_folder_without_the_datasets_extension_names_the_dataset_option(tmp_path, capsys):
+    (tmp_path / "videos" / "Alpha").mkdir(parents=True)
+    (tmp_path / "videos" / "Alpha" / "a1.avi").write_bytes(b"")
+    assert main(["--dir_path", str(tmp_path / "videos"), "--dst_path", str(tmp_path / "hdf5"),
+                 "--dataset", "kinetics"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: no .mp4 files under {tmp_path / 'videos'}: --dataset kinetics reads .mp4 files "
+        "(.avi: hmdb51, ucf101; .mp4: the others; remux other containers)"]
+
+
 def test_audio_is_added_to_an_existing_hdf5(tmp_path):
     src = tmp_path / "clip.mp4"
     encode_video(src, make_frames(10), fps=25, audio=sine(440, 48000), audio_rate=48000)

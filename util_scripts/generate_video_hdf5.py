@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem is None:
         videos = list_videos(args.dir_path, extension)[args.split::args.total_split]
         if not videos:
-            problem = f"no {extension} files under {args.dir_path} (shard {args.split})"
+            shard = f" in shard {args.split} of {args.total_split}" if args.total_split > 1 else ""
+            problem = (f"no {extension} files under {args.dir_path}{shard}: --dataset {args.dataset} reads "
+                       f"{extension} files (.avi: hmdb51, ucf101; .mp4: the others; remux other containers)")
     if problem is None:
         try:
             require_av()
