@@ -50,7 +50,8 @@ run_ccl() {
     local result=$RESULT_ROOT/ucf51_$name
     require "$UCF/hdf5data" "convert the videos with util_scripts/generate_video_hdf5.py"
     require "$UCF/ucf51_01.json" "build it with util_scripts/ucf101_json.py --audio_path ..."
-    if [[ " $* " == *" --use_audio "* ]]; then
+    # Features of another network given in EXTRA (--audio_path) replace the released ones.
+    if [[ " $* " == *" --use_audio "* && " $EXTRA " != *" --audio_path"* ]]; then
         require "$UCF/audiocnn14embed512_features" "unpack audiocnn14embed512_features.tar.gz into $UCF"
     fi
     local data=(--video_path "$UCF/hdf5data" --annotation_path "$UCF/ucf51_01.json"

@@ -80,9 +80,11 @@ def scripts_copy(tmp_path, venv: bool):
     return root
 
 
-def calls_of(tmp_path, name, venv=True, **env):
+def calls_of(tmp_path, name, venv=True, released_audio=True, **env):
     """[(interpreter, CUDA_VISIBLE_DEVICES, arguments)] of one script run."""
     root = scripts_copy(tmp_path, venv)
+    if not released_audio:
+        (root / "dataset" / "UCF101" / "audiocnn14embed512_features").rmdir()
     calls = tmp_path / "calls.txt"
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "GPUS", "N_THREADS", "PRECISION", "EXTRA")}
     done = subprocess.run(["bash", str(root / "scripts" / f"run_{name}.sh")], capture_output=True, text=True,
@@ -132,3 +134,11 @@ def test_script_rejects_an_unknown_precision_in_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "error: PRECISION=fp16 is not bf16 or fp32 (fp32 is the original's precision)"]
+
+
+def test_audio_features_given_in_extra_need_no_released_features(tmp_path):
+    done = calls_of(tmp_path / "a", "ccl_audio", released_audio=False)
+    assert done.returncode == 2 and "audiocnn14embed512_features does not exist" in done.stderr
+    calls = calls_of(tmp_path / "b", "ccl_ai", released_audio=False, EXTRA="--audio_path features_Cnn14")
+    # main.py's last --audio_path is EXTRA's: both runs read those features.
+    assert [c[2].split()[-2:] for c in calls[:2]] == [["--audio_path", "features_Cnn14"]] * 2
