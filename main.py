@@ -78,6 +78,8 @@ def run(config: Config) -> dict:
     device = select_device(config.run)
     setup_logging(config.run.result_path)
     log.info("device: %s", describe_device(device, config.run.no_cuda, config.run.exact))
+    for warning in config.warnings:
+        log.warning(warning)
     try:
         return train_and_evaluate(config, device)
     finally:

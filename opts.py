@@ -157,13 +157,15 @@ def parse_opts(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclass(frozen=True)
 class Config:
-    """A run, resolved: one config per consumer, defined where it is consumed."""
+    """A run, resolved: one config per consumer, defined where it is consumed, and the
+    warnings the run logs first (options given that it does not use)."""
     data: DataConfig
     model: ModelConfig
     teachers: TeacherConfig
     optim: OptimConfig
     run: RunConfig
     eval: EvalConfig
+    warnings: tuple[str, ...] = ()
 
 
 def resolve(opt: argparse.Namespace) -> Config:
@@ -173,7 +175,25 @@ def resolve(opt: argparse.Namespace) -> Config:
     resume_path = resume_checkpoint(opt)
     check_combinations(opt)
     return Config(data=data_config(opt), model=model_config(opt), teachers=teacher_config(opt),
-                  optim=optim_config(opt), run=run_config(opt, resume_path), eval=eval_config(opt))
+                  optim=optim_config(opt), run=run_config(opt, resume_path), eval=eval_config(opt),
+                  warnings=unused_options(opt))
+
+
+IMAGE_TEACHER_OPTIONS = ("image_teacher", "image_teacher_weights", "image_teacher_norm", "image_size")
+
+
+def unused_options(opt: argparse.Namespace) -> tuple[str, ...]:
+    """A warning for the image teacher's options given without --use_image (a baseline or
+    CCL (A) run has no image teacher), or none."""
+    if opt.use_image:
+        return ()
+    defaults = build_parser()
+    given = [f"--{name} {getattr(opt, name)}" for name in IMAGE_TEACHER_OPTIONS
+             if getattr(opt, name) != defaults.get_default(name)]
+    if not given:
+        return ()
+    return (f"{', '.join(given)} ignored: only CCL (I) and CCL (AI) runs (--use_image) have an image "
+            f"teacher",)
 
 
 def data_config(opt: argparse.Namespace) -> DataConfig:

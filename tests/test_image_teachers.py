@@ -291,3 +291,25 @@ def test_main_refuses_a_frame_size_the_teacher_cannot_take_before_anything_is_bu
         assert len(err) == 1 and err[0].startswith("error: --image_teacher vit_b_16 does not take"), err
         assert f"{size}×{size}" in err[0] and "--image_size 224" in err[0]
         assert not (result / "opts.json").exists()
+
+
+def test_image_teacher_options_without_use_image_are_named_as_ignored():
+    from opts import parse_opts, unused_options
+
+    required = ["--video_path", "v", "--annotation_path", "a.json", "--result_path", "r"]
+    [warning] = unused_options(parse_opts([*required, "--image_teacher", "vit_b_16", "--image_size", "224"]))
+    assert "\n" not in warning and "--image_teacher vit_b_16" in warning and "--image_size 224" in warning
+    assert "--use_image" in warning and "--image_teacher_norm" not in warning
+    assert unused_options(parse_opts([*required, "--use_image", "--image_teacher", "vit_b_16"])) == ()
+    assert unused_options(parse_opts([*required, "--use_audio", "--image_size", "112"])) == ()   # the default
+
+
+def test_a_baseline_run_logs_the_image_teacher_options_it_ignores(tiny_dataset, tmp_path):
+    import main
+    from tests.conftest import tiny_run_options
+
+    result = tmp_path / "r"
+    assert main.main(tiny_run_options(tiny_dataset, result, "--n_epochs", "1", "--no_val",
+                                      "--image_teacher", SMALL)) == 0
+    warnings = [line for line in (result / "run.log").read_text().splitlines() if " WARNING " in line]
+    assert len(warnings) == 1 and f"--image_teacher {SMALL} ignored" in warnings[0]
