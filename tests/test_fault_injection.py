@@ -313,6 +313,25 @@ def test_nothing_readable_at_inference_stops_in_one_line(data, tmp_path, capsys,
     assert (tmp_path / "result" / "save_last.pth").is_file()  # training itself completed
 
 
+def validation_videos(data) -> list[Path]:
+    database = json.loads(data["annotation_path"].read_text())["database"]
+    return sorted(video_file(data, video_id, entry) for video_id, entry in database.items()
+                  if entry["subset"] == "validation")
+
+
+def test_unreadable_validation_clips_are_replaced_and_logged(data, tmp_path, capsys):
+    broken = validation_videos(data)[0]
+    broken.write_bytes(b"not an HDF5 file")
+    result = tmp_path / "result"
+    with deadline(180):
+        code = main.main(tiny_run_options(data, result, "--sample_size", "16", "--sample_duration", "4",
+                                          "--n_epochs", "1", "--n_val_samples", "1"))
+    assert code == 0
+    incidents = [line.split("unreadable sample replaced: ", 1)[1]
+                 for line in (result / "run.log").read_text().splitlines() if "unreadable sample replaced" in line]
+    assert incidents and all(i.startswith(f"{broken}: cannot read HDF5") for i in incidents)
+
+
 # --- audio gaps and degenerate batches --------------------------------------------------------
 
 def test_missing_audio_is_counted_and_the_run_completes(data, tmp_path, capsys):
