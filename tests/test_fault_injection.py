@@ -308,7 +308,7 @@ def test_nothing_readable_at_inference_stops_in_one_line(data, tmp_path, capsys,
             video_file(data, video_id, entry).write_bytes(b"not an HDF5 file")
     code, lines = run_main(capsys, data, tmp_path / "result", "--n_threads", n_threads,
                            "--no_val", "--inference")
-    assert_one_line_error(code, lines, "unreadable samples in a row", "cannot read HDF5", str(data["video_path"]),
+    assert_one_line_error(code, lines, "unreadable video at inference", "cannot read HDF5", str(data["video_path"]),
                           code_wanted=1, alone=False)
     assert (tmp_path / "result" / "save_last.pth").is_file()  # training itself completed
 
@@ -317,6 +317,18 @@ def validation_videos(data) -> list[Path]:
     database = json.loads(data["annotation_path"].read_text())["database"]
     return sorted(video_file(data, video_id, entry) for video_id, entry in database.items()
                   if entry["subset"] == "validation")
+
+
+@pytest.mark.parametrize("n_threads", ["0", "1"])
+def test_one_unreadable_video_at_inference_is_a_one_line_error_naming_it(data, tmp_path, capsys, n_threads):
+    # Replacing its windows would give it no prediction, or another video's windows.
+    broken = validation_videos(data)[1]
+    broken.write_bytes(b"not an HDF5 file")
+    code, lines = run_main(capsys, data, tmp_path / "result", "--n_threads", n_threads, "--inference")
+    assert_one_line_error(code, lines, f"unreadable video at inference: {broken}: cannot read HDF5",
+                          "--no_train --inference --resume_path latest", code_wanted=1, alone=False)
+    assert not (tmp_path / "result" / "val.json").exists()
+    assert (tmp_path / "result" / "save_last.pth").is_file()
 
 
 def test_unreadable_validation_clips_are_replaced_and_logged(data, tmp_path, capsys):
