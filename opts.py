@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ccl = p.add_argument_group("distillation")
     ccl.add_argument("--use_audio", action="store_true", help="distill from the audio features (CCL (A))")
     ccl.add_argument("--use_image", action="store_true", help="distill from the ImageNet image teacher (CCL (I))")
-    ccl.add_argument("--loss_weight", default=0.5, type=float, help="w of CCL (AI) (SPEC §3)")
+    ccl.add_argument("--loss_weight", default=0.5, type=non_negative_float, help="w of CCL (AI) (SPEC §3)")
     ccl.add_argument("--image_size", default=112, type=at_least(1),
                      help="frame size the image teacher sees (resized when larger than --sample_size)")
     # Image teachers other than the paper's (README "Other teachers").

@@ -180,6 +180,9 @@ def test_option_mistakes_are_one_line_errors_before_any_model(case, data, tmp_pa
     ("--image_size", "0", "must be 1 or more, got 0"),
     ("--batch_size", "0", "must be 1 or more, got 0"),
     ("--learning_rate", "-1", "must be 0 or more, got -1.0"),
+    ("--learning_rate", "inf", "must be a finite number, got inf"),
+    ("--weight_decay", "nan", "must be a finite number, got nan"),
+    ("--loss_weight", "-0.5", "must be 0 or more, got -0.5"),
     ("--train_crop_min_ratio", "0", "must be in (0, 1], got 0.0"),
     ("--train_crop_min_scale", "1.5", "must be in (0, 1], got 1.5"),
     ("--model", "resnet50", "invalid choice: 'resnet50' (choose from 'r21d', 'r21d_std', 'r3d_18', 'mc3_18', "
