@@ -289,5 +289,7 @@ def check_combinations(opt: argparse.Namespace) -> None:
     if opt.gpu_decode and opt.eval_reduced_decode:
         raise UserError("--eval_reduced_decode decodes at reduced scale on the CPU, --gpu_decode decodes "
                         "full-size frames on the device: drop one of them")
+    if opt.nesterov and opt.momentum == 0:
+        raise UserError("--nesterov needs momentum: pass --momentum above 0 (e.g. the default 0.9), or drop --nesterov")
     if opt.distributed:
         check_torchrun(opt.batch_size, os.environ)
