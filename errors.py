@@ -13,6 +13,7 @@ Library code raises these where its message is for the user; `main.py` prints
 command-line mistakes the same one line.
 """
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -72,8 +73,11 @@ def fraction(text: str) -> float:
 
 
 def non_negative_float(text: str) -> float:
-    """argparse type: a number ≥ 0 (learning rate, momentum, weight decay)."""
+    """argparse type: a finite number ≥ 0 (learning rate, momentum, weight decay, loss
+    weight); inf would make every step non-finite."""
     value = float(text)
-    if not value >= 0:
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
+    if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     ccl = p.add_argument_group("distillation")
     ccl.add_argument("--use_audio", action="store_true", help="distill from the audio features (CCL (A))")
     ccl.add_argument("--use_image", action="store_true", help="distill from the ImageNet image teacher (CCL (I))")
-    ccl.add_argument("--loss_weight", default=0.5, type=float, help="w of CCL (AI) (SPEC §3)")
+    ccl.add_argument("--loss_weight", default=0.5, type=non_negative_float, help="w of CCL (AI) (SPEC §3)")
     ccl.add_argument("--image_size", default=112, type=at_least(1),
                      help="frame size the image teacher sees (resized when larger than --sample_size)")
     # Image teachers other than the paper's (README "Other teachers").
@@ -309,5 +309,7 @@ def check_combinations(opt: argparse.Namespace) -> None:
     if opt.gpu_decode and opt.eval_reduced_decode:
         raise UserError("--eval_reduced_decode decodes at reduced scale on the CPU, --gpu_decode decodes "
                         "full-size frames on the device: drop one of them")
+    if opt.nesterov and opt.momentum == 0:
+        raise UserError("--nesterov needs momentum: pass --momentum above 0 (e.g. the default 0.9), or drop --nesterov")
     if opt.distributed:
         check_torchrun(opt.batch_size, os.environ)

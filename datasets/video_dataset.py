@@ -24,7 +24,8 @@ Mode = Literal["train", "val", "inference"]
 
 
 class UnreadableDataError(RunStopped):
-    """Every try at finding a readable replacement for a sample failed."""
+    """Every try at finding a readable replacement for a sample failed, or an inference
+    window, which nothing can replace, is unreadable."""
 
 
 class VideoDataset(Dataset):
@@ -53,7 +54,9 @@ class VideoDataset(Dataset):
     feature, replacement of an unreadable sample) then come from a generator seeded with `seed`, so they do not depend
     on which process loads it. With a plain index they come from the global torch RNG. An
     unreadable sample is replaced by a random other item (at most `max_retries` tries); the
-    item's `bad` list says what was replaced and why.
+    item's `bad` list says what was replaced and why. An inference window is not replaced
+    (another video's window would enter the video's average, or the video would get no
+    prediction): an unreadable one is an UnreadableDataError naming the file.
 
     Attributes: `labels` class names; per video `video_ids`, `video_labels` (-1 unlabeled),
     `hdf5_files`, `audio_files` (file names as str; None: no audio), `segments`; `audio`
@@ -150,6 +153,11 @@ class VideoDataset(Dataset):
             try:
                 item = self._load(index, generator)
             except BadSampleError as e:
+                if self.mode == "inference":
+                    raise UnreadableDataError(
+                        f"unreadable video at inference: {e}; every window of every video is "
+                        f"predicted, so re-convert the file or remove the video from the "
+                        f"annotation, then rerun with --no_train --inference --resume_path latest") from None
                 bad.append(str(e))
                 index = self._other_index(index, generator)
                 continue

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from datasets import VideoDataset, build_loader, collate
+from datasets.video_dataset import UnreadableDataError
 from datasets.hdf5_clip import decode_frames, read_encoded
 from datasets.synthetic import write_synthetic_dataset
 from datasets.temporal import even_starts, window_starts
@@ -191,9 +192,14 @@ def test_segment_beyond_the_file_is_a_bad_sample(tmp_path):
     data = json.loads(annotation.read_text())
     data["database"]["v"]["annotations"]["segment"] = [1, 31]
     annotation.write_text(json.dumps(data))
-    ds = VideoDataset(video_path, annotation, "training", "inference", sample_size=16)
+    ds = VideoDataset(video_path, annotation, "training", "val", sample_size=16)
     bad_items = [ds[i]["bad"] for i in range(len(ds)) if ds.item_video_index[i] == 0]
     assert all(len(b) >= 1 and "frame" in b[0] for b in bad_items[1:])
+    # At inference nothing stands in for a window: the first unreadable one stops the pass.
+    ds = VideoDataset(video_path, annotation, "training", "inference", sample_size=16)
+    last = max(i for i in range(len(ds)) if ds.item_video_index[i] == 0)
+    with pytest.raises(UnreadableDataError, match="unreadable video at inference: .*frame"):
+        ds[last]
 
 
 def test_all_samples_bad_raises_after_bounded_retries(tmp_path):

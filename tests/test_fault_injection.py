@@ -180,6 +180,9 @@ def test_option_mistakes_are_one_line_errors_before_any_model(case, data, tmp_pa
     ("--image_size", "0", "must be 1 or more, got 0"),
     ("--batch_size", "0", "must be 1 or more, got 0"),
     ("--learning_rate", "-1", "must be 0 or more, got -1.0"),
+    ("--learning_rate", "inf", "must be a finite number, got inf"),
+    ("--weight_decay", "nan", "must be a finite number, got nan"),
+    ("--loss_weight", "-0.5", "must be 0 or more, got -0.5"),
     ("--train_crop_min_ratio", "0", "must be in (0, 1], got 0.0"),
     ("--train_crop_min_scale", "1.5", "must be in (0, 1], got 1.5"),
     ("--model", "resnet50", "invalid choice: 'resnet50' (choose from 'r21d', 'r21d_std', 'r3d_18', 'mc3_18', "
@@ -309,9 +312,40 @@ def test_nothing_readable_at_inference_stops_in_one_line(data, tmp_path, capsys,
             video_file(data, video_id, entry).write_bytes(b"not an HDF5 file")
     code, lines = run_main(capsys, data, tmp_path / "result", "--n_threads", n_threads,
                            "--no_val", "--inference")
-    assert_one_line_error(code, lines, "unreadable samples in a row", "cannot read HDF5", str(data["video_path"]),
+    assert_one_line_error(code, lines, "unreadable video at inference", "cannot read HDF5", str(data["video_path"]),
                           code_wanted=1, alone=False)
     assert (tmp_path / "result" / "save_last.pth").is_file()  # training itself completed
+
+
+def validation_videos(data) -> list[Path]:
+    database = json.loads(data["annotation_path"].read_text())["database"]
+    return sorted(video_file(data, video_id, entry) for video_id, entry in database.items()
+                  if entry["subset"] == "validation")
+
+
+@pytest.mark.parametrize("n_threads", ["0", "1"])
+def test_one_unreadable_video_at_inference_is_a_one_line_error_naming_it(data, tmp_path, capsys, n_threads):
+    # Replacing its windows would give it no prediction, or another video's windows.
+    broken = validation_videos(data)[1]
+    broken.write_bytes(b"not an HDF5 file")
+    code, lines = run_main(capsys, data, tmp_path / "result", "--n_threads", n_threads, "--inference")
+    assert_one_line_error(code, lines, f"unreadable video at inference: {broken}: cannot read HDF5",
+                          "--no_train --inference --resume_path latest", code_wanted=1, alone=False)
+    assert not (tmp_path / "result" / "val.json").exists()
+    assert (tmp_path / "result" / "save_last.pth").is_file()
+
+
+def test_unreadable_validation_clips_are_replaced_and_logged(data, tmp_path, capsys):
+    broken = validation_videos(data)[0]
+    broken.write_bytes(b"not an HDF5 file")
+    result = tmp_path / "result"
+    with deadline(180):
+        code = main.main(tiny_run_options(data, result, "--sample_size", "16", "--sample_duration", "4",
+                                          "--n_epochs", "1", "--n_val_samples", "1"))
+    assert code == 0
+    incidents = [line.split("unreadable sample replaced: ", 1)[1]
+                 for line in (result / "run.log").read_text().splitlines() if "unreadable sample replaced" in line]
+    assert incidents and all(i.startswith(f"{broken}: cannot read HDF5") for i in incidents)
 
 
 # --- audio gaps and degenerate batches --------------------------------------------------------

@@ -183,10 +183,35 @@ def test_distributed_outside_torchrun_is_a_one_line_error(data, tmp_path, capsys
     assert_one_line_error(code, lines, "--distributed needs torchrun", "torchrun --nproc_per_node")
 
 
+@pytest.mark.parametrize("environment, needles", [
+    ({"RANK": "0", "WORLD_SIZE": "1"}, ["MASTER_ADDR, MASTER_PORT are not set", "torchrun --nproc_per_node"]),
+    ({"RANK": "0", "WORLD_SIZE": "0", "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"},
+     ["WORLD_SIZE=0 is not a number of processes"]),
+    ({"RANK": "0", "WORLD_SIZE": "two", "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"},
+     ["WORLD_SIZE=two is not a number of processes"]),
+], ids=["no-master", "zero", "not-a-number"])
+def test_a_torchrun_environment_that_is_incomplete_is_a_one_line_error(environment, needles, data, tmp_path, capsys,
+                                                                        no_model, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    code, lines = run_main(capsys, data, tmp_path / "result", "--distributed")
+    assert_one_line_error(code, lines, *needles)
+
+
+def test_nesterov_without_momentum_is_a_one_line_error(data, tmp_path, capsys, no_model):
+    code, lines = run_main(capsys, data, tmp_path / "result", "--nesterov", "--momentum", "0")
+    assert_one_line_error(code, lines, "--nesterov needs momentum", "--momentum")
+    assert not (tmp_path / "result").exists()
+
+
 def test_a_batch_that_does_not_split_over_the_processes_is_a_one_line_error(data, tmp_path, capsys, no_model,
                                                                             monkeypatch):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.setenv("MASTER_PORT", "29500")
     code, lines = run_main(capsys, data, tmp_path / "result", "--distributed", "--batch_size", "6")
     assert_one_line_error(code, lines, "--batch_size 6", "4 torchrun processes", "multiple of 4")
 

@@ -36,13 +36,23 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+# What torchrun sets for every process, and what joining its process group reads.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
 def check_torchrun(batch_size: int, environment: Mapping[str, str]) -> None:
     """--distributed: launched by torchrun (RANK, WORLD_SIZE set), with a global batch that
     splits evenly over its processes. Raises UserError."""
-    if "RANK" not in environment or "WORLD_SIZE" not in environment:
-        raise UserError("--distributed needs torchrun (RANK and WORLD_SIZE are not set): launch with "
+    unset = [name for name in TORCHRUN_VARIABLES if name not in environment]
+    if unset:
+        raise UserError(f"--distributed needs torchrun ({', '.join(unset)} "
+                        f"{'is' if len(unset) == 1 else 'are'} not set): launch with "
                         "`torchrun --nproc_per_node N main.py --distributed ...`, or drop --distributed")
-    processes = int(environment["WORLD_SIZE"])
+    processes = environment["WORLD_SIZE"]
+    if not processes.isdigit() or int(processes) < 1:
+        raise UserError(f"--distributed: WORLD_SIZE={processes} is not a number of processes; launch with "
+                        "`torchrun --nproc_per_node N main.py --distributed ...`")
+    processes = int(processes)
     if batch_size % processes:
         raise UserError(f"--batch_size {batch_size} is the global batch and must be divisible by the "
                         f"{processes} torchrun processes: pass a multiple of {processes}")

@@ -155,7 +155,8 @@ class Engine:
 
 def validate(student: nn.Module, loader, device: torch.device, mean, std, mode: SpeedMode) -> dict[str, float]:
     """Clip-level cross-entropy and accuracy over every validation clip (SPEC §4), the clips
-    normalized with `mean`, `std` and run in `mode`.
+    normalized with `mean`, `std` and run in `mode`. An unreadable clip, replaced by the
+    dataset with another, is recorded in run.log as in training.
 
     Under DDP each clip is seen by exactly one rank (the sampler does not pad), and the
     sums are reduced over ranks.
@@ -165,6 +166,8 @@ def validate(student: nn.Module, loader, device: torch.device, mean, std, mode: 
     with torch.inference_mode():
         for sample in batches(loader, "val", show=is_main_process()):
             batch = to_device_batch(sample, device, mean, std, 0, mode.channels_last)
+            for record in sample["bad"]:
+                log.warning("unreadable sample replaced: %s", record)
             with autocast_context(device, mode.autocast_dtype):
                 logits, _ = student(batch.clip)
             logits = logits.float()
