@@ -165,6 +165,9 @@ def validate(student: nn.Module, loader, device: torch.device, mean, std, mode: 
     totals = torch.zeros(3, device=device, dtype=torch.float64)   # loss sum, correct, count
     with torch.inference_mode():
         for sample in batches(loader, "val", show=is_main_process()):
+            # Decoded here first under --gpu_decode, so that a clip the device cannot decode
+            # is recorded too.
+            sample = clip_to_device(sample, device)
             batch = to_device_batch(sample, device, mean, std, 0, mode.channels_last)
             for record in sample["bad"]:
                 log.warning("unreadable sample replaced: %s", record)
