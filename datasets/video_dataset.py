@@ -28,6 +28,15 @@ class UnreadableDataError(RunStopped):
     window, which nothing can replace, is unreadable."""
 
 
+def unreadable_at_inference(record: str) -> UnreadableDataError:
+    """The error for an inference window that cannot be read or decoded (`record`:
+    `"<file>: <reason>"`): another video's window would enter the video's average, or the
+    video would get no prediction."""
+    return UnreadableDataError(f"unreadable video at inference: {record}; every window of every video is "
+                               f"predicted, so re-convert the file or remove the video from the "
+                               f"annotation, then rerun with --no_train --inference --resume_path latest")
+
+
 class VideoDataset(Dataset):
     """Clips of the videos of one annotation subset, as DESIGN.md dataset items.
 
@@ -154,10 +163,7 @@ class VideoDataset(Dataset):
                 item = self._load(index, generator)
             except BadSampleError as e:
                 if self.mode == "inference":
-                    raise UnreadableDataError(
-                        f"unreadable video at inference: {e}; every window of every video is "
-                        f"predicted, so re-convert the file or remove the video from the "
-                        f"annotation, then rerun with --no_train --inference --resume_path latest") from None
+                    raise unreadable_at_inference(str(e)) from None
                 bad.append(str(e))
                 index = self._other_index(index, generator)
                 continue

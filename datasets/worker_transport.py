@@ -2,7 +2,7 @@
 
 DataLoader pickles a worker's batch through a queue, and by default every tensor travels as a
 fresh shared-memory segment whose file descriptor is passed over a socket. For a batch of 16
-clips of 16 × 112² frames on the 2-core development VM that costs 5.7 ms of page faults to fill
+clips of 16 × 112² frames on a 2-core machine that costs 5.7 ms of page faults to fill
 the fresh 9.6 MB clip segment in the worker, and 3 ms in the receiving process to take five
 descriptors and unmap the previous batch: about 8% of a worker's time (benchmarks/README.md).
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from datasets import TRAINING, VALIDATION, build_loader
+from datasets import TRAINING, VALIDATION, build_loader, load_annotation
 from datasets.config import DataConfig, make_dataset
 from evaluation.accuracy import load_ground_truth, load_predictions, top_k_accuracy
 from evaluation.config import EvalConfig
@@ -57,7 +57,8 @@ def evaluate(config: EvalConfig, data: DataConfig, student: nn.Module, device: t
              mode: SpeedMode) -> dict:
     """inference: `<subset>.json` (val.json for the validation subset) and top-1;
     retrieval: validation queries against the training gallery → retrieval.json;
-    report: report.md with figures. Returns the numbers."""
+    report: report.md with figures, its classification section val.json's against the
+    validation labels. Returns the numbers."""
     results: dict = {}
     cache: dict[str, tuple] = {}
 
@@ -79,18 +80,29 @@ def evaluate(config: EvalConfig, data: DataConfig, student: nn.Module, device: t
         gallery_set, gallery = subset_outputs(TRAINING)
         results["retrieval"] = retrieve(query_set, query, gallery_set, gallery, config.result_path, device)
     if config.report and is_main_process():
-        ground_truth, class_names = load_ground_truth(data.annotation_path, config.subset)
+        # The report's classification section reads val.json: the validation subset's
+        # predictions, whichever subset this run inferred.
+        class_names = load_annotation(data.annotation_path).labels
+        ground_truth = labelled_ground_truth(data.annotation_path, VALIDATION)
         results["report"] = str(write_report(config.result_path, class_names, ground_truth))
         log.info("report: %s", results["report"])
     return results
 
 
-def top1(annotation_path: Path, predictions_path: Path, subset: str) -> float | None:
-    """Video top-1 as `util_scripts/eval_accuracy.py GT val.json --subset S -k 1 --ignore`."""
+def labelled_ground_truth(annotation_path: Path, subset: str) -> dict[str, str] | None:
+    """{video_id: label name} of `subset`, None for an unlabeled subset (ActivityNet test)."""
     try:
-        ground_truth, _ = load_ground_truth(annotation_path, subset)
+        return load_ground_truth(annotation_path, subset)[0]
     except ValueError:
-        return None   # an unlabeled subset (ActivityNet test)
+        return None
+
+
+def top1(annotation_path: Path, predictions_path: Path, subset: str) -> float | None:
+    """Video top-1 as `util_scripts/eval_accuracy.py GT val.json --subset S -k 1 --ignore`;
+    None for an unlabeled subset."""
+    ground_truth = labelled_ground_truth(annotation_path, subset)
+    if ground_truth is None:
+        return None
     return top_k_accuracy(ground_truth, load_predictions(predictions_path), 1, ignore=True).accuracy
 
 

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from training.files import write_atomically
 
 from datasets.device_decode import clip_to_device
 from datasets.loader import batches
+from datasets.video_dataset import unreadable_at_inference
 from training.distributed import is_distributed, is_main_process
+from training.files import write_atomically
 
 
 @dataclass
@@ -53,7 +54,10 @@ def predict_videos(model: nn.Module, loader: Iterable[dict], n_videos: int,
 
     Under torch.distributed every rank sees its own share of the windows (a sampler that
     does not pad, so each window is seen once) and the per-video sums are all-reduced;
-    every rank returns the full result. Raises RuntimeError when a video got no window.
+    every rank returns the full result. A window whose frames cannot be decoded (in the
+    training process, `clip_to_device`) is an UnreadableDataError naming the file, as the
+    dataset raises for one it cannot read: nothing stands in for a window. Raises
+    RuntimeError when a video got no window.
     The model is put in eval mode and given back in the mode it came in.
     """
     device = torch.device(device)
@@ -68,6 +72,8 @@ def predict_videos(model: nn.Module, loader: Iterable[dict], n_videos: int,
     with torch.inference_mode():
         for batch in batches(loader, "inference", show=show_bar):
             batch = clip_to_device(batch, device)
+            if batch["bad"]:
+                raise unreadable_at_inference(batch["bad"][0])
             index = batch["video_index"].reshape(-1)
             if len(index) and (int(index.min()) < 0 or int(index.max()) >= n_videos):
                 raise ValueError(f"video_index out of range [0, {n_videos}): "

@@ -117,10 +117,6 @@ def check_frame_size(teacher: nn.Module, name: str, size: int) -> None:
                          f"(frames are resized up to --image_size, never down)") from None
 
 
-def has_batchnorm(teacher: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in teacher.modules())
-
-
 @torch.no_grad()
 def calibrate_batchnorm(teacher: nn.Module, frames: Tensor, batch_size: int = 64) -> nn.Module:
     """Set every BatchNorm's running statistics to the cumulative average of batch

@@ -68,10 +68,6 @@ class LogMelFrontEnd(nn.Module):
         self.register_buffer("melW", mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax),
                              persistent=False)
 
-    def num_frames(self, num_samples: int) -> int:
-        """Frames produced for a waveform of `num_samples` samples (centered STFT)."""
-        return 1 + num_samples // self.hop_length
-
     def forward(self, waveform: Tensor) -> Tensor:
         """waveform (B, N) float, N > n_fft // 2 → log-mel (B, 1, 1 + N // hop, n_mels) in dB."""
         if waveform.dim() != 2 or waveform.shape[1] <= self.n_fft // 2:

@@ -289,3 +289,40 @@ def test_decoding_on_the_device_replaces_an_undecodable_clip(data, device):
     assert len(out["bad"]) == 1 and out["bad"][0].startswith(f"{path}: cannot decode JPEG"), out["bad"]
     assert out["clip"].device.type == device
     assert torch.equal(out["clip"][1], out["clip"][2]) and torch.equal(out["target"][1], out["target"][2])
+
+
+class MeanStudent(torch.nn.Module):
+    """A stand-in student: two logits, the clip's channel means as features."""
+
+    def forward(self, clip):
+        features = clip.float().mean(dim=(2, 3, 4))
+        return features[:, :2], features
+
+
+def test_an_undecodable_window_at_inference_stops_as_the_loader_path_does(data):
+    """At inference nothing stands in for a window: decoded in the training process, an
+    undecodable one is the error of the loader path, not a copy of the next clip of its batch
+    in some video's average."""
+    from evaluation.video_predictions import predict_videos
+    errors = []
+    for encoded in (False, True):
+        ds = VideoDataset(data["video_path"], data["annotation_path"], "validation", mode="inference",
+                          sample_duration=T, sample_size=S, encoded=encoded)
+        with pytest.raises(UnreadableDataError) as error:
+            predict_videos(MeanStudent(), build_loader(ds, len(ds), shuffle=False, n_threads=0), ds.n_videos,
+                           CPU, lambda clip: clip.float())
+        errors.append(str(error.value))
+    path = ds.hdf5_files[ds.video_ids.index("broken")]
+    assert errors[0].startswith(f"unreadable video at inference: {path}: cannot decode JPEG")
+    assert errors[1] == errors[0]
+
+
+def test_a_validation_clip_the_device_cannot_decode_is_logged(data, caplog):
+    from training.engine import validate
+    from training.precision import SpeedMode
+    batch, ds = validation_batch(data, ["good", "broken", "good"])
+    with caplog.at_level("WARNING", logger="ccl"):
+        validate(MeanStudent(), [batch], CPU, (0.0,) * 3, (1.0,) * 3, SpeedMode(None, False))
+    path = ds.hdf5_files[ds.video_ids.index("broken")]
+    replaced = [r.getMessage() for r in caplog.records if "unreadable sample replaced" in r.getMessage()]
+    assert len(replaced) == 1 and replaced[0].startswith(f"unreadable sample replaced: {path}: cannot decode JPEG")

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from datasets import build_loader
 from datasets.transforms import normalize_clip
 from models.factory import build_student
+from tests.conftest import read_log
 from tests.test_gradient_routing import N_CLASSES, OPTIM, configure
 from training.batch import Batch
 from training.distributed import broadcast_from_main, gather_with_grad
@@ -324,7 +325,8 @@ sys.exit(main.main(sys.argv[1:]))
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> dict:
     """The demo dataset at 2 training / 1 validation videos per class, with one validation
-    video removed from the annotation so that 5 videos (15 clips) split unevenly."""
+    video removed from the annotation so that 5 videos (15 clips) split unevenly, and half
+    the training videos without audio."""
     pytest.importorskip("av", reason="the demo dataset's videos are encoded and converted with PyAV")
     from demo.data import build_demo_dataset
     root = tmp_path_factory.mktemp("tiny")
@@ -336,7 +338,13 @@ def tiny_data(tmp_path_factory) -> dict:
     paths["annotation_path"].write_text(json.dumps(annotation))
     wrapper = root / "run_main.py"
     wrapper.write_text(textwrap.dedent(WRAPPER.format(repo=str(REPO))))
-    return {**paths, "val_ids": val_ids, "wrapper": wrapper}
+    # Half the training videos without audio, so that both ranks' shares hold some.
+    training = sorted((k, v["annotations"]["label"]) for k, v in annotation["database"].items()
+                      if v["subset"] == "training")
+    for video_id, label in training[::2]:
+        (paths["audio_path"] / label / f"{video_id}.npy").unlink(missing_ok=True)
+    without_audio = [k for k, label in training if not (paths["audio_path"] / label / f"{k}.npy").is_file()]
+    return {**paths, "val_ids": val_ids, "wrapper": wrapper, "train_without_audio": without_audio}
 
 
 def free_port() -> int:
@@ -390,6 +398,9 @@ def test_torchrun_ccl_ai_end_to_end(tiny_data, tmp_path):
     assert all(len(top) == 5 for top in results.values())
     retrieval = json.loads((tmp_path / "run" / "retrieval.json").read_text())
     assert (retrieval["n_query"], retrieval["n_gallery"]) == (5, 12)
+    # train.log counts over both ranks' shares of the epoch, not rank 0's alone.
+    row, = read_log(tmp_path / "run" / "train.log")
+    assert int(row["samples_without_audio"]) == len(tiny_data["train_without_audio"]) > 0
     rank0, rank1 = (torch.load(weights / f"rank{r}.pt") for r in range(WORLD))
     assert any(k.startswith("audio.") for k in rank0) and any(k.startswith("image.") for k in rank0)
     for name, value in rank0.items():

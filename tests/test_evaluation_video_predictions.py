@@ -48,7 +48,7 @@ def make_windows():
 
 def batches(clips, video_index, batch_size):
     return [{"clip": clips[i:i + batch_size], "video_index": video_index[i:i + batch_size],
-             "target": torch.zeros(len(video_index[i:i + batch_size]), dtype=torch.int64)}
+             "target": torch.zeros(len(video_index[i:i + batch_size]), dtype=torch.int64), "bad": []}
             for i in range(0, len(clips), batch_size)]
 
 

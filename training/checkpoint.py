@@ -71,8 +71,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` saved (checkpoints written before it kept NumPy's and
-    Python's states as their own tuples: those are accepted as they are)."""
+    """Restore what `rng_state` saved; a NumPy state held as NumPy's own tuple (what
+    `np.random.get_state` returns) is accepted as it is."""
     torch.set_rng_state(state["torch"])
     saved = state["numpy"]
     if isinstance(saved, dict):

@@ -81,13 +81,14 @@ class Engine:
         return metrics
 
     def train_epoch(self, epoch: int, loader) -> dict[str, float]:
-        """One pass over `loader`; returns the epoch's mean loss terms, clip accuracy, counts,
-        and its speed: `clips_per_s` (global batch sizes over this rank's wall time) and
+        """One pass over `loader`; returns the epoch's mean loss terms, clip accuracy, counts
+        (over every rank's share of the epoch), and its speed: `clips_per_s` (global batch sizes over this rank's wall time) and
         `data_wait` (the share of that time spent waiting for the loader; near 0 when the
         loader keeps up; more --n_threads when it does not).
 
         A non-finite step is skipped (`train_step`); `max_nonfinite_steps` of them in a row,
-        or more than `max_bad_samples` unreadable samples in the epoch, stop the run. The
+        or more than `max_bad_samples` unreadable samples in the epoch (in this rank's share
+        under DDP), stop the run. The
         image teacher's frame is drawn once per batch from a generator seeded by (seed,
         epoch), so every DDP rank and every resumed run draws the same frames.
         """
@@ -138,7 +139,9 @@ class Engine:
         # An epoch whose every step was skipped has no loss: NaN, rather than no column at all.
         summary = {"loss": math.nan} | {name: float(total) / max(count, 1) for name, total in sums.items()}
         summary["acc"] = float(correct) / max(count, 1)
-        summary.update(skipped_steps=skipped, bad_samples=len(bad), samples_without_audio=no_audio)
+        # Counted on this rank's share of the epoch: the log gives the whole epoch's.
+        bad_samples, without_audio = all_reduce_sum(torch.tensor([len(bad), no_audio], device=self.device)).tolist()
+        summary.update(skipped_steps=skipped, bad_samples=bad_samples, samples_without_audio=without_audio)
         # train_step ends in a host sync, so the device's work is inside the wall time.
         elapsed = time.perf_counter() - start
         summary.update(zip(TIMING_KEYS, (count / elapsed, samples.waited / elapsed)))
@@ -165,6 +168,9 @@ def validate(student: nn.Module, loader, device: torch.device, mean, std, mode: 
     totals = torch.zeros(3, device=device, dtype=torch.float64)   # loss sum, correct, count
     with torch.inference_mode():
         for sample in batches(loader, "val", show=is_main_process()):
+            # Decoded here first under --gpu_decode, so that a clip the device cannot decode
+            # is recorded too.
+            sample = clip_to_device(sample, device)
             batch = to_device_batch(sample, device, mean, std, 0, mode.channels_last)
             for record in sample["bad"]:
                 log.warning("unreadable sample replaced: %s", record)

@@ -34,6 +34,7 @@ class FrameNorm:
     teacher_std: list[float]
 
     def __call__(self, frame: Tensor) -> Tensor:
+        """frames (N, 3, H, W) normalized as the clip → the same in the teacher's normalization."""
         return renormalize(frame, self.clip_mean, self.clip_std, self.teacher_mean, self.teacher_std)
 
 
