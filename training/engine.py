@@ -82,15 +82,16 @@ class Engine:
 
     def train_epoch(self, epoch: int, loader) -> dict[str, float]:
         """One pass over `loader`; returns the epoch's mean loss terms, clip accuracy, counts
-        (over every rank's share of the epoch), and its speed: `clips_per_s` (global batch sizes over this rank's wall time) and
-        `data_wait` (the share of that time spent waiting for the loader; near 0 when the
-        loader keeps up; more --n_threads when it does not).
+        (over every rank's share of the epoch), and its speed: `clips_per_s` (global batch
+        sizes over this rank's wall time) and `data_wait` (the share of that time spent
+        waiting for the loader; near 0 when the loader keeps up; more --n_threads when it
+        does not).
 
         A non-finite step is skipped (`train_step`); `max_nonfinite_steps` of them in a row,
         or more than `max_bad_samples` unreadable samples in the epoch (in this rank's share
-        under DDP), stop the run. The
-        image teacher's frame is drawn once per batch from a generator seeded by (seed,
-        epoch), so every DDP rank and every resumed run draws the same frames.
+        under DDP), stop the run. The image teacher's frame is drawn once per batch from a
+        generator seeded by (seed, epoch), so every DDP rank and every resumed run draws the
+        same frames.
         """
         state, run = self.state, self.run
         max_bad = run.max_bad_samples if run.max_bad_samples is not None else max(1, len(loader.dataset) // 100)
