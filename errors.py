@@ -7,6 +7,7 @@
 - `RunStopped` (exit 1): a run that started and cannot go on (nothing readable left in
   the data, too many non-finite steps, a checkpoint that cannot be written). Its message
   is one line too.
+- `Terminated` (exit 143): SIGTERM, answered as Ctrl-C (exit 130) is, with one line.
 
 Library code raises these where its message is for the user; `main.py` prints
 `error: <message>` without a traceback. `ArgumentParser` and the argparse types below give
@@ -16,6 +17,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -25,6 +27,12 @@ class UserError(ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder that the options or the data name does not exist."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, which `main.py` answers as it answers Ctrl-C (exit 143 instead of 130). A
+    KeyboardInterrupt, so that everything that stops quietly on Ctrl-C (loader workers,
+    progress bars) stops quietly on it too."""
 
 
 class RunStopped(RuntimeError):
@@ -37,6 +45,34 @@ class TrainingStopped(RunStopped):
 
     def __str__(self) -> str:
         return f"training stopped: {super().__str__()}"
+
+
+def require_file(path: str | Path, option: str, expected: str, fix: str = "") -> None:
+    """`path`, named by `option` (`--pretrain_path`; "" for a path that is not an option's),
+    must be a file: MissingFileError `<option> <path> does not exist<fix>` when nothing is
+    there, UserError saying what is there instead (a folder) and asking for `expected`
+    ("a checkpoint file")."""
+    path = Path(path)
+    if path.is_file():
+        return
+    named = f"{option} {path}".strip()
+    if not path.exists():
+        raise MissingFileError(f"{named} does not exist{fix}")
+    found = "a folder, not a file" if path.is_dir() else "not a regular file"
+    raise UserError(f"{named} is {found}: pass {expected}")
+
+
+def require_folder(path: str | Path, option: str, expected: str, fix: str = "") -> None:
+    """`path`, named by `option` (`--video_path`), must be a folder: MissingFileError
+    `<option> <path> does not exist<fix>` when nothing is there, UserError saying that it is
+    a file and asking for `expected` ("the folder of the audio features")."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    named = f"{option} {path}".strip()
+    if not path.exists():
+        raise MissingFileError(f"{named} does not exist{fix}")
+    raise UserError(f"{named} is a file, not a folder: pass {expected}")
 
 
 def exit_with_error(message: str) -> NoReturn:

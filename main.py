@@ -6,6 +6,7 @@ turns it into the run's configs; `train_and_evaluate` builds the training
 (`evaluation.pipeline`: val.json, retrieval, report.md). docs/DESIGN.md maps the modules.
 """
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ if __name__ == "__main__":
 import torch  # noqa: E402 - the libraries load after the Ctrl-C setting above
 
 from demo.run import run_demo
-from errors import RunStopped, UserError
+from errors import RunStopped, Terminated, UserError
 from evaluation.pipeline import evaluate
 from opts import Config, parse_opts, resolve
 from training.build import build
@@ -26,7 +27,7 @@ from training.checkpoint import unwrap
 from training.device import describe_device, select_device
 from training.distributed import is_main_process, shutdown
 from training.engine import Engine
-from training.result_folder import check_fresh_start, hold_result_folder, interruption_summary
+from training.result_folder import RUN_LOG, check_fresh_start, hold_result_folder, interruption_summary
 from training.precision import speed_mode
 
 log = logging.getLogger("ccl")
@@ -34,7 +35,7 @@ log = logging.getLogger("ccl")
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 2 a mistake in the options or data (nothing was built); 1 the run
-    started but could not go on; 130 interrupted (Ctrl-C)."""
+    started but could not go on; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."""
     opt = parse_opts(argv)
     try:
         if opt.demo:
@@ -43,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         with hold_result_folder(config.run.result_path):
             check_fresh_start(config.run.result_path, config.run.train, config.run.resume_path)
             run(config)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if opt.demo:
             raise
         print(interruption_summary(Path(opt.result_path), training=not opt.no_train), file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -74,16 +75,20 @@ def describe_os_error(error: OSError, result_path: Path) -> str:
 
 
 def run(config: Config) -> dict:
-    """The run on its device, logged to stderr and `<result_path>/run.log`."""
+    """The run on its device, logged to stderr and `<result_path>/run.log` (closed when the
+    run ends: a refused run's lines are then taken back, `training.result_folder`)."""
     device = select_device(config.run)
-    setup_logging(config.run.result_path)
-    log.info("device: %s", describe_device(device, config.run.no_cuda, config.run.exact))
-    for warning in config.warnings:
-        log.warning(warning)
+    run_log = setup_logging(config.run.result_path)
     try:
+        log.info("device: %s", describe_device(device, config.run.no_cuda, config.run.exact))
+        for warning in config.warnings:
+            log.warning(warning)
         return train_and_evaluate(config, device)
     finally:
         shutdown()
+        if run_log is not None:
+            logging.getLogger().removeHandler(run_log)
+            run_log.close()
 
 
 def train_and_evaluate(config: Config, device: torch.device) -> dict:
@@ -102,12 +107,15 @@ def train_and_evaluate(config: Config, device: torch.device) -> dict:
     return results
 
 
-def setup_logging(result_path: Path) -> None:
+def setup_logging(result_path: Path) -> logging.Handler | None:
+    """Log to stderr and, in the main process, to run.log; returns run.log's handler."""
     level = logging.INFO if is_main_process() else logging.WARNING
     handlers = [logging.StreamHandler(sys.stderr)]
-    if is_main_process():
-        handlers.append(RunLogHandler(result_path / "run.log"))
+    run_log = RunLogHandler(result_path / RUN_LOG) if is_main_process() else None
+    if run_log is not None:
+        handlers.append(run_log)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
+    return run_log
 
 
 class RunLogHandler(logging.FileHandler):
@@ -121,6 +129,20 @@ class RunLogHandler(logging.FileHandler):
         super().handleError(record)
 
 
+def terminate(signum: int, frame) -> None:
+    """SIGTERM handler: the run ends as on Ctrl-C. Loader workers that the same signal
+    reached may die before this process answers it: torch's SIGCHLD handler, which reports
+    a dead worker as an error, is replaced by one that does nothing, so the interruption is
+    all that is reported. A second SIGTERM while the run ends is ignored."""
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Under torchrun, torchrun answers SIGTERM: it stops every rank, a rank waiting in a
+    # collective included, which a Python handler could not do.
+    if "RANK" not in os.environ:
+        signal.signal(signal.SIGTERM, terminate)
     sys.exit(main())

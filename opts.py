@@ -8,17 +8,21 @@ from pathlib import Path
 
 import torch
 
-from datasets import TESTING, TRAINING, VALIDATION, check_audio_classes, check_n_classes, load_annotation
+from datasets import (TESTING, TRAINING, VALIDATION, check_audio_classes, check_n_classes, load_annotation,
+                      require_video_folder)
+from datasets.audio_cache import CACHE_FOLDER
 from datasets.config import DataConfig
 from datasets.transforms import MEAN_STD, normalization_stats
-from errors import ArgumentParser, MissingFileError, UserError, at_least, fraction, non_negative_float
+from errors import (ArgumentParser, MissingFileError, UserError, at_least, fraction, non_negative_float,
+                    require_file)
 from evaluation.config import EvalConfig
 from models import STUDENT_NAMES
+from models.checkpoint_file import CHECKPOINT_FILE
 from models.config import ModelConfig, TeacherConfig
 from models.image_teacher import (build_image_teacher, check_frame_size, default_weights_path,
                                   missing_weights_message, teacher_frame_size)
 from models.torchvision_classifiers import check_name
-from training.checkpoint import latest_checkpoint
+from training.checkpoint import RESUMABLE_FILE, latest_checkpoint
 from training.config import OptimConfig, RunConfig
 from training.distributed import check_torchrun
 from training.run_options import recorded_options
@@ -201,7 +205,7 @@ def data_config(opt: argparse.Namespace) -> DataConfig:
     return DataConfig(
         video_path=opt.video_path, annotation_path=opt.annotation_path,
         audio_path=opt.audio_path if opt.use_audio else None,
-        audio_cache_fallback=Path(opt.result_path) / ".ccl_cache",
+        audio_cache_fallback=Path(opt.result_path) / CACHE_FOLDER,
         sample_size=opt.sample_size, sample_duration=opt.sample_duration, t_stride=opt.sample_t_stride,
         crop_scale=(opt.train_crop_min_scale, 1.0),
         crop_ratio=(opt.train_crop_min_ratio, 1.0 / opt.train_crop_min_ratio),
@@ -235,7 +239,7 @@ def run_config(opt: argparse.Namespace, resume_path: str | None) -> RunConfig:
     return RunConfig(
         result_path=Path(opt.result_path), train=not opt.no_train, validate=not opt.no_val,
         n_epochs=opt.n_epochs, val_freq=opt.val_freq, checkpoint_every=opt.checkpoint,
-        resume_path=None if resume_path is None else Path(resume_path),
+        resume_path=None if resume_path is None else Path(resume_path), resume_option=resume_option(opt),
         allow_changed_options=opt.allow_changed_options, seed=opt.manual_seed,
         max_nonfinite_steps=opt.max_nonfinite_steps, max_bad_samples=opt.max_bad_samples,
         tensorboard=opt.tensorboard, no_cuda=opt.no_cuda, distributed=opt.distributed, exact=opt.exact,
@@ -256,17 +260,15 @@ def check_inputs(opt: argparse.Namespace) -> None:
         raise UserError("nothing to do: --no_train and --no_val without --inference or --retrieval")
     if opt.annotation_path is None:
         raise UserError("--annotation_path is required (see dataset/README.md)")
-    if opt.video_path is None or not Path(opt.video_path).is_dir():
-        raise MissingFileError(f"--video_path {opt.video_path} does not exist "
-                               "(run util_scripts/generate_video_hdf5.py first, see dataset/README.md)")
+    require_video_folder(opt.video_path)
     annotation = load_annotation(opt.annotation_path)
     if opt.use_audio:
         check_audio_classes(annotation, opt.audio_path)
     check_n_classes(annotation, opt.n_classes)
     if opt.use_image:
         check_image_teacher(opt)
-    if opt.pretrain_path is not None and not Path(opt.pretrain_path).is_file():
-        raise MissingFileError(f"--pretrain_path {opt.pretrain_path} does not exist")
+    if opt.pretrain_path is not None:
+        require_file(opt.pretrain_path, "--pretrain_path", CHECKPOINT_FILE)
 
 
 def check_image_teacher(opt: argparse.Namespace) -> None:
@@ -280,28 +282,37 @@ def check_image_teacher(opt: argparse.Namespace) -> None:
     if opt.allow_untrained_teacher:
         return
     if opt.image_teacher_weights:
-        if not Path(opt.image_teacher_weights).is_file():
-            raise MissingFileError(f"--image_teacher_weights {opt.image_teacher_weights} does not exist")
+        require_file(opt.image_teacher_weights, "--image_teacher_weights", CHECKPOINT_FILE)
     elif not default_weights_path(opt.image_teacher).is_file():
         raise MissingFileError(missing_weights_message(opt.image_teacher, default_weights_path(opt.image_teacher)))
 
 
 def resume_checkpoint(opt: argparse.Namespace) -> str | None:
     """The checkpoint to resume or evaluate: --resume_path, `latest` and --auto_resume being
-    the newest in --result_path (UserError when there is none to find)."""
+    the newest in --result_path (UserError when there is none to find). A training run
+    with --auto_resume and nothing to find starts afresh."""
     resume_path = opt.resume_path
+    if resume_path not in (None, "latest"):
+        require_file(resume_path, "--resume_path", "a save_<epoch>.pth file",
+                     fix=" (pass a save_<epoch>.pth file, or 'latest' for the newest in --result_path)")
     if resume_path == "latest" or (opt.auto_resume and resume_path is None):
         found = latest_checkpoint(opt.result_path)
         if found is None and resume_path == "latest":
-            raise UserError(f"--resume_path latest: no save_*.pth in {opt.result_path} "
+            raise UserError(f"--resume_path latest: no {RESUMABLE_FILE} in {opt.result_path} "
                             f"(check --result_path, or use --auto_resume to start afresh when there is none)")
+        if found is None and opt.no_train:
+            raise UserError(f"--no_train --auto_resume evaluates the newest checkpoint in --result_path "
+                            f"{opt.result_path}, and it holds none (no {RESUMABLE_FILE}): check --result_path")
         resume_path = None if found is None else str(found)
-    if resume_path is not None and not Path(resume_path).is_file():
-        raise MissingFileError(f"--resume_path {resume_path} does not exist (pass a save_<epoch>.pth file, "
-                               f"or 'latest' for the newest in --result_path)")
     if opt.no_train and resume_path is None and (opt.inference or opt.retrieval):
         raise UserError("--no_train with --inference/--retrieval evaluates a trained model: pass --resume_path")
     return resume_path
+
+
+def resume_option(opt: argparse.Namespace) -> str:
+    """The option that named the checkpoint to resume, for messages: an explicit
+    --resume_path wins over --auto_resume."""
+    return "--resume_path" if opt.resume_path is not None else "--auto_resume"
 
 
 def check_combinations(opt: argparse.Namespace) -> None:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import h5py
 
-from errors import MissingFileError, UserError
+from errors import MissingFileError, UserError, require_file, require_folder
 
 TRAINING, VALIDATION, TESTING = "training", "validation", "testing"
 SUBSETS = (TRAINING, VALIDATION, TESTING)
@@ -56,9 +56,9 @@ class Sample(NamedTuple):
 def load_annotation(path: str | Path) -> Annotation:
     """Read and validate the annotation JSON; every problem is a one-line error naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"annotation file {path} does not exist (--annotation_path; build "
-                               f"it with util_scripts/ucf101_json.py, see dataset/README.md)")
+    require_file(path, "annotation file", "a JSON annotation file (--annotation_path, e.g. ucf51_01.json; built by "
+                 "util_scripts/ucf101_json.py, see dataset/README.md)", fix=" (--annotation_path; build it with "
+                 "util_scripts/ucf101_json.py, see dataset/README.md)")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -72,6 +72,20 @@ def load_annotation(path: str | Path) -> Annotation:
     if not isinstance(database, dict):
         raise UserError(f"{path}: 'database' must map sample ids to entries")
     return Annotation(path, labels, database)
+
+
+def require_video_folder(video_path: str | Path | None) -> None:
+    """--video_path names an existing folder (UserError, MissingFileError when it is not there)."""
+    if video_path is None:
+        raise UserError("--video_path is required: the folder of the per-video HDF5 files (see dataset/README.md)")
+    require_folder(video_path, "--video_path", "the folder of the per-video HDF5 files",
+                   fix=" (run util_scripts/generate_video_hdf5.py first, see dataset/README.md)")
+
+
+def require_audio_folder(audio_path: str | Path) -> None:
+    """--audio_path names an existing folder (UserError, MissingFileError when it is not there)."""
+    require_folder(audio_path, "--audio_path", "the folder of the audio features (<label>/<video_id>.npy)",
+                   fix=" (unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
 
 
 def check_n_classes(annotation: Annotation | str | Path, n_classes: int) -> None:
@@ -103,9 +117,7 @@ def check_audio_classes(annotation: Annotation, audio_path: Path | None) -> None
     if audio_path is None:
         raise UserError("--use_audio needs --audio_path, the folder of the audio features "
                         "(unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
-    if not Path(audio_path).is_dir():
-        raise UserError(f"--use_audio needs --audio_path with the audio features; {audio_path} does not exist "
-                        "(unpack audiocnn14embed512_features.tar.gz, see dataset/README.md)")
+    require_audio_folder(audio_path)
     missing = classes_without_audio_folder(annotation, audio_path)
     if missing:
         n = len(annotation.labels)
@@ -129,11 +141,9 @@ def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
     if subset not in SUBSETS:
         raise ValueError(f"subset {subset!r} is not one of {', '.join(SUBSETS)}")
     video_path = Path(video_path)
-    if not video_path.is_dir():
-        raise MissingFileError(f"--video_path {video_path} does not exist "
-                               f"(run util_scripts/generate_video_hdf5.py first)")
-    if audio_path is not None and not Path(audio_path).is_dir():
-        raise MissingFileError(f"--audio_path {audio_path} does not exist")
+    require_video_folder(video_path)
+    if audio_path is not None:
+        require_audio_folder(audio_path)
     class_index = {name: i for i, name in enumerate(annotation.labels)}
     entries = [(k, v) for k, v in annotation.database.items()
                if isinstance(v, dict) and v.get("subset") == subset]

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets.annotation import load_annotation
+from errors import require_file
 
 
 def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist ({what})")
+    require_file(path, "", "a val.json written by inference", fix=f" ({what})")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:

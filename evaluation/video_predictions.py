@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from datasets.device_decode import clip_to_device
+from errors import require_file
 from datasets.loader import batches
 from datasets.video_dataset import unreadable_at_inference
 from training.distributed import is_distributed, is_main_process
@@ -170,9 +171,8 @@ def save_features(path: Path | str, ids: Sequence[str], labels: Tensor | np.ndar
 def load_features(path: Path | str) -> VideoFeatures:
     """Read a file written by `save_features`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (written by inference, "
-                                "features_<subset>.npz in the result directory)")
+    require_file(path, "", "a features_<subset>.npz written by inference",
+                 fix=" (written by inference, features_<subset>.npz in the result directory)")
     # np.load would read an .npy array, and answer anything else with advice to unpickle it.
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path} is not a features file (not an .npz archive); expected "

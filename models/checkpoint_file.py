@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from errors import MissingFileError, UserError
+from errors import UserError, require_file
 
 # NumPy's array and scalar constructors under their NumPy 2 and NumPy 1 module names (files
 # written under NumPy 1, as the PANNs release was, name `numpy.core.multiarray`).
@@ -28,6 +28,8 @@ NUMPY_GLOBALS = [
     _MULTIARRAY.scalar, (_MULTIARRAY.scalar, "numpy.core.multiarray.scalar"),
     np.ndarray, np.dtype, *(type(np.dtype(t)) for t in _NUMERIC_DTYPES),
 ]
+# What a path to weights or a checkpoint must name, in the messages.
+CHECKPOINT_FILE = "a checkpoint file (.pth)"
 
 
 class CheckpointFileError(UserError):
@@ -39,12 +41,12 @@ def read_checkpoint_file(path: str | Path, option: str = "checkpoint", mmap: boo
 
     option: how the user named the file (e.g. `--resume_path`), for the messages.
     mmap: map tensor storages instead of reading them (for a quick look at small entries).
-    Raises MissingFileError (no such file) or CheckpointFileError: refused because loading
-    it would run code (nothing of it is executed), or unreadable (truncated, not PyTorch).
+    Raises MissingFileError (no such file), UserError (a folder), or CheckpointFileError:
+    refused because loading it would run code (nothing of it is executed), or unreadable
+    (truncated, not PyTorch).
     """
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{option} {path} does not exist")
+    require_file(path, option, CHECKPOINT_FILE)
     try:
         # torch warns about pickle protocols it did not write; the error below says enough.
         with warnings.catch_warnings(), torch.serialization.safe_globals(NUMPY_GLOBALS):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from errors import MissingFileError, UserError
+from errors import UserError, require_file
 from models.checkpoint_file import CheckpointFileError, read_checkpoint_file
 from models.logmel import LogMelFrontEnd
 
@@ -156,12 +156,11 @@ def read_official_state_dict(path: str | Path, spec: PannsSpec) -> dict[str, Ten
     state_dict, "sampler": ...})`, the sampler's state numeric NumPy arrays, which that
     reader rebuilds; an object array or any other class is refused.
 
-    Raises MissingFileError / CheckpointError with a one-line message naming `path`.
+    Raises MissingFileError / UserError (a folder) / CheckpointError with a one-line message
+    naming `path`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{spec.name} checkpoint {path} not found: "
-                               f"{spec.checkpoint_hint}")
+    require_file(path, f"{spec.name} checkpoint", f"the {spec.checkpoint} file", fix=f": {spec.checkpoint_hint}")
     try:
         checkpoint = read_checkpoint_file(path, "--checkpoint")
     except CheckpointFileError as e:

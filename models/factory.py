@@ -6,8 +6,8 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from errors import MissingFileError, UserError
-from models.checkpoint_file import read_checkpoint_file
+from errors import UserError, require_file
+from models.checkpoint_file import CHECKPOINT_FILE, read_checkpoint_file
 from models.r21d import r21d, r21d_std
 from models.video_resnets import ARCHITECTURES, video_resnet_student
 
@@ -37,9 +37,7 @@ def read_state_dict(path: str | Path, option: str = "checkpoint") -> dict[str, T
     when the file is unreadable or refused.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{option} {path} does not exist "
-                               "(give a local checkpoint file; nothing is downloaded)")
+    require_file(path, option, CHECKPOINT_FILE, fix=" (give a local checkpoint file; nothing is downloaded)")
     checkpoint = read_checkpoint_file(path, option)
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
         checkpoint = checkpoint["state_dict"]

@@ -246,3 +246,15 @@ def test_vggsound_bad_row_names_file_and_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert err.startswith(f"error: {tmp_path / 'vggsound.csv'}:2:")
+
+
+@pytest.mark.parametrize("kind, words", [("missing", "does not exist (pass the official vggsound.csv)"),
+                                         ("folder", "is a folder, not a file: pass the official vggsound.csv")])
+def test_vggsound_csv_path_that_is_not_a_file_is_named_as_such(tmp_path, capsys, kind, words):
+    if kind == "folder":
+        (tmp_path / "vggsound.csv").mkdir()
+    (tmp_path / "hdf5").mkdir()
+    code = vggsound_json.main(["--csv_path", str(tmp_path / "vggsound.csv"), "--video_path", str(tmp_path / "hdf5"),
+                               "--dst_path", str(tmp_path / "out.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"error: --csv_path {tmp_path / 'vggsound.csv'} {words}"

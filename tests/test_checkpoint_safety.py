@@ -219,8 +219,17 @@ def test_main_resumes_an_original_release_run_with_its_head_and_schedule(data, t
 def test_a_checkpoint_of_another_class_count_is_one_line_naming_the_mismatch(data, tmp_path, capsys):
     write_original_release_run(tmp_path / "other", 1, n_classes=7)
     code, lines = run_main(capsys, data, tmp_path / "result", "--resume_path", str(tmp_path / "other" / "save_1.pth"))
-    assert_one_line_error(code, lines, f"{tmp_path / 'other' / 'save_1.pth'} does not match --model/--model_depth/"
-                          f"--n_classes (size mismatch for linear.weight", "its opts.json", alone=False)
+    assert_one_line_error(code, lines, f"--resume_path {tmp_path / 'other' / 'save_1.pth'} does not match --model/"
+                          f"--model_depth/--n_classes (size mismatch for linear.weight", "its opts.json", alone=False)
+
+
+def test_a_mismatched_checkpoint_found_by_auto_resume_names_auto_resume(data, tmp_path, capsys):
+    result = tmp_path / "result"
+    write_original_release_run(result, 1, n_classes=7)
+    code, lines = run_main(capsys, data, result, "--auto_resume")
+    assert_one_line_error(code, lines, f"--auto_resume {result / 'save_1.pth'} does not match --model/--model_depth/"
+                          f"--n_classes", "its opts.json", alone=False)
+    assert "--resume_path" not in lines[-1]
 
 
 # --- every entry that reads a checkpoint refuses the payload -----------------------------------
@@ -233,12 +242,13 @@ def test_main_refuses_a_checkpoint_that_would_run_code_in_one_line(data, tmp_pat
     evil = malicious_checkpoint(tmp_path / "weights.pth", target, "open")
     extra, option = {
         "evaluate": (["--no_train", "--no_val", "--inference", "--resume_path", str(evil)], "--resume_path"),
-        "auto_resume": (["--auto_resume"], "--resume_path"),
+        "auto_resume": (["--auto_resume"], "--auto_resume"),
         "pretrain_path": (["--pretrain_path", str(evil)], "--pretrain_path"),
         "image_teacher_weights": (["--use_image", "--image_teacher_weights", str(evil)], "--image_teacher_weights"),
     }[entry]
     if entry == "auto_resume":
         evil = evil.rename(result / "save_last.pth")
     code, lines = run_main(capsys, data, result, *extra)
-    assert_one_line_error(code, lines, option, str(evil), "refused", "io.open", alone=False)
+    assert_one_line_error(code, lines, f"{option} {evil} was refused", "io.open", alone=False)
+    assert entry != "auto_resume" or "--resume_path" not in lines[-1]
     assert not target.exists()

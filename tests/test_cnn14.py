@@ -375,7 +375,13 @@ def test_extract_script_user_errors(tmp_path, capsys):
     write_wav(tmp_path / "wav" / "a" / "x.wav", np.zeros(SR, np.int16))
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "missing.pth not found" in err and "zenodo" in err and err.count("\n") == 1
+    assert "missing.pth does not exist" in err and "zenodo" in err and err.count("\n") == 1
+    (tmp_path / "missing.pth").mkdir()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "missing.pth is a folder, not a file: pass the Cnn14_emb512_mAP=0.420.pth file" in err
+    assert err.count("\n") == 1
+    (tmp_path / "missing.pth").rmdir()
     assert main(args[:1] + [str(tmp_path / "nowhere")] + args[2:]) == 2
     assert "is not a folder" in capsys.readouterr().err
 

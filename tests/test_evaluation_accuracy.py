@@ -82,6 +82,9 @@ def test_save_writes_the_accuracy_beside_val_json(files):
     (lambda gt, val: [str(gt.parent / "missing.json"), str(val)], "missing.json"),
     (lambda gt, val: [str(gt), str(val), "--subset", "testing"], "subset 'testing'"),
     (lambda gt, val: [str(val), str(val)], "annotation JSON"),
+    (lambda gt, val: [str(gt.parent), str(val)], "annotation file /"),
+    (lambda gt, val: [str(gt.parent), str(val)], " is a folder, not a file: pass a JSON annotation file"),
+    (lambda gt, val: [str(gt), str(val.parent)], " is a folder, not a file: pass a val.json written by inference"),
 ])
 def test_user_errors_exit_with_one_line(files, change, message, capsys):
     text = user_error(capsys, change(*files))

@@ -134,10 +134,13 @@ def test_eval_retrieval_script(tmp_path, capsys):
     assert "| R@1 |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content, words", [(None, "does not exist"), (b"garbage", "is not a features file")])
+@pytest.mark.parametrize("content, words", [(None, "does not exist"), (b"garbage", "is not a features file"),
+                                            ("folder", "is a folder, not a file: pass a features_<subset>.npz")])
 def test_eval_retrieval_script_reports_a_missing_or_unreadable_file(tmp_path, capsys, content, words):
     features = tmp_path / "features_validation.npz"
-    if content is not None:
+    if content == "folder":
+        features.mkdir()
+    elif content is not None:
         features.write_bytes(content)
     with pytest.raises(SystemExit) as exit_info:
         eval_retrieval.main(["--query", str(features), "--gallery", str(features)])

@@ -167,6 +167,27 @@ def test_option_mistakes_are_one_line_errors_before_any_model(case, data, tmp_pa
     assert not (result / "train.log").exists()
 
 
+@pytest.mark.parametrize("option, kind, extra, expected", [
+    ("--annotation_path", "folder", [], "a JSON annotation file"),
+    ("--pretrain_path", "folder", [], "a checkpoint file"),
+    ("--resume_path", "folder", [], "a save_<epoch>.pth file"),
+    ("--image_teacher_weights", "folder", ["--use_image"], "a checkpoint file"),
+    ("--video_path", "file", [], "the folder of the per-video HDF5 files"),
+    ("--audio_path", "file", ["--use_audio"], "the folder of the audio features"),
+])
+def test_a_path_of_the_wrong_kind_is_named_as_such(option, kind, extra, expected, data, tmp_path, capsys, no_model):
+    wrong = tmp_path / "wrong"
+    if kind == "folder":
+        wrong.mkdir()
+    else:
+        wrong.write_text("a file")
+    result = tmp_path / "result"
+    code, lines = run_main(capsys, data, result, *extra, option, str(wrong))
+    other = "file" if kind == "folder" else "folder"
+    assert_one_line_error(code, lines, f"{wrong} is a {kind}, not a {other}", option, expected)
+    assert "does not exist" not in lines[-1]
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--sample_size", "0", "must be 1 or more, got 0"),
     ("--sample_duration", "-4", "must be 1 or more, got -4"),
@@ -484,10 +505,24 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(data, tmp_path, ca
     assert code == 1
     assert lines[-1].startswith(f"error: training stopped: could not write checkpoint {result / 'save_last.pth'}: "
                                 f"No space left on device")
-    assert "the previous checkpoint is intact" in lines[-1]
+    assert f"the newest checkpoint, {result / 'save_last.pth'} (epoch 1), is intact" in lines[-1]
     assert not any(line.startswith("Traceback") for line in lines)
     assert torch.load(result / "save_last.pth", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in result.glob("save*")) == ["save_last.pth"]
+
+
+def test_disk_full_at_the_first_checkpoint_says_that_there_is_none(data, tmp_path, capsys, monkeypatch):
+    def open_on_full_disk(path, mode="r", *args, **kwargs):
+        if Path(path).name.startswith("save_"):
+            return FullDisk(path, mode.replace("b", ""))
+        return open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(training.files, "open", open_on_full_disk, raising=False)
+    result = tmp_path / "result"
+    code, lines = run_main(capsys, data, result)
+    assert_one_line_error(code, lines, f"could not write checkpoint {result / 'save_last.pth'}: No space left",
+                          "no save_last.pth or save_<epoch>.pth to resume from yet", code_wanted=1, alone=False)
+    assert "intact" not in lines[-1]
+    assert not list(result.glob("save*"))
 
 
 def launch(data, result: Path, log: Path, *extra: str) -> subprocess.Popen:

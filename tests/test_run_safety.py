@@ -17,6 +17,7 @@ import training.files
 import training.result_folder
 import training.build
 from errors import UserError
+from opts import parse_opts
 from tests.conftest import REPO, read_log, tiny_run_options
 from tests.test_fault_injection import (FAST, FullDisk, assert_one_line_error, data, drop_checkpoints,  # noqa: F401
                                         launch, launched, no_model, one_thread, run_main, wait_for)
@@ -24,6 +25,7 @@ from training.checkpoint import atomic_save
 from training.device import describe_device
 from training.files import write_atomically
 from training.result_folder import hold_result_folder
+from training.run_options import NOT_TRAINING, TRAINING_OPTIONS, changed_training_options, recorded_options
 
 
 # --- one run per result folder ---------------------------------------------------------------
@@ -72,19 +74,22 @@ def test_the_lock_dies_with_its_process(tmp_path):
         assert (folder / "run.lock").read_text() == f"{os.getpid()}\n"
 
 
-def test_temporary_checkpoint_names_are_per_process_and_leftovers_go(tmp_path, monkeypatch):
+def test_temporary_checkpoint_names_are_per_process_and_leftovers_go(data, tmp_path, capsys, monkeypatch):
     written = []
 
     def open_and_record(path, *args, **kwargs):
         written.append(os.path.basename(path))
         return open(path, *args, **kwargs)
-    monkeypatch.setattr(training.files, "open", open_and_record, raising=False)
-    atomic_save({"epoch": 1}, tmp_path / "save_last.pth")
+    with monkeypatch.context() as patch:
+        patch.setattr(training.files, "open", open_and_record, raising=False)
+        atomic_save({"epoch": 1}, tmp_path / "save_last.pth")
     assert written == [f"save_last.pth.{os.getpid()}.tmp"] and not list(tmp_path.glob("*.tmp"))
+    result = tmp_path / "result"
+    result.mkdir()
     for name in ("save_last.pth.tmp", "save_9.pth.4242.tmp", "notes.tmp"):
-        (tmp_path / name).write_bytes(b"torn")
-    with hold_result_folder(tmp_path):
-        assert sorted(p.name for p in tmp_path.glob("*.tmp")) == ["notes.tmp"]
+        (result / name).write_bytes(b"torn")
+    assert run_main(capsys, data, result)[0] == 0      # a training run removes them before its first save
+    assert sorted(p.name for p in result.glob("*.tmp")) == ["notes.tmp"]
 
 
 @pytest.mark.parametrize("room", [0, 100], ids=["nothing_fits", "a_part_fits"])
@@ -137,7 +142,7 @@ def test_a_result_path_that_is_a_file_is_a_one_line_error(data, tmp_path, capsys
     assert_one_line_error(code, lines, f"--result_path {result} is a file")
 
 
-@pytest.mark.parametrize("checkpoint", ["save_last.pth", "save_100.pth", "save_model.pth"])
+@pytest.mark.parametrize("checkpoint", ["save_last.pth", "save_100.pth"])
 def test_a_fresh_run_into_a_folder_with_checkpoints_is_an_error_and_keeps_them(data, tmp_path, capsys, no_model,
                                                                                checkpoint):
     result = tmp_path / "result"
@@ -147,10 +152,80 @@ def test_a_fresh_run_into_a_folder_with_checkpoints_is_an_error_and_keeps_them(d
     (result / "opts.json").write_text('{"earlier": true}\n')
     code, lines = run_main(capsys, data, result)
     assert_one_line_error(code, lines, f"--result_path {result} holds the checkpoints of an earlier run "
-                          f"({checkpoint})", "--auto_resume", "another --result_path")
+                          f"({checkpoint})", "pass --auto_resume to continue that run", "another --result_path")
     assert (result / checkpoint).read_bytes() == b"an earlier run's checkpoint"
     assert (result / "train.log").read_text() == "epoch\tloss\n1\t2.0\n"
     assert (result / "opts.json").read_text() == '{"earlier": true}\n'
+
+
+@pytest.mark.parametrize("auto_resume", [[], ["--auto_resume"]], ids=["fresh", "auto_resume"])
+def test_a_folder_with_only_the_best_checkpoint_says_how_to_continue_from_it(data, tmp_path, capsys, no_model,
+                                                                              auto_resume):
+    # A run stopped in its first epoch between save_model.pth and save_last.pth: --auto_resume
+    # finds nothing to continue, so the way on is --resume_path with that file.
+    result = tmp_path / "result"
+    result.mkdir()
+    (result / "save_model.pth").write_bytes(b"an earlier run's checkpoint")
+    code, lines = run_main(capsys, data, result, *auto_resume)
+    assert_one_line_error(code, lines, f"--result_path {result} holds save_model.pth of an earlier run but no "
+                          f"save_last.pth or save_<epoch>.pth", f"pass --resume_path {result / 'save_model.pth'} to "
+                          f"continue from it, or another --result_path")
+    assert "pass --auto_resume" not in lines[-1]
+    assert (result / "save_model.pth").read_bytes() == b"an earlier run's checkpoint"
+
+
+@pytest.mark.parametrize("evaluation", [[], ["--no_val", "--inference"]], ids=["validate", "inference"])
+def test_an_evaluation_with_auto_resume_and_no_checkpoint_names_auto_resume(data, tmp_path, capsys, no_model,
+                                                                            evaluation):
+    result = tmp_path / "result"
+    capsys.readouterr()
+    code = main.main(tiny_run_options(data, result, "--no_train", "--auto_resume", *evaluation))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert_one_line_error(code, lines, f"--no_train --auto_resume evaluates the newest checkpoint in --result_path "
+                          f"{result}, and it holds none", "check --result_path")
+    assert "--resume_path" not in lines[-1]
+
+
+def test_an_unreadable_checkpoint_found_by_auto_resume_names_auto_resume(data, tmp_path, capsys, no_model):
+    result = tmp_path / "result"
+    result.mkdir()
+    (result / "save_last.pth").write_bytes(b"PK\x03\x04 a zip header and then nothing")
+    code, lines = run_main(capsys, data, result, "--auto_resume")
+    assert_one_line_error(code, lines, f"--auto_resume {result / 'save_last.pth'} is not a readable checkpoint",
+                          alone=False)
+    assert "--resume_path" not in lines[-1]
+
+
+# --- a refused run leaves no trace -----------------------------------------------------------------
+
+def test_a_refused_run_into_a_new_folder_leaves_no_trace(data, tmp_path, capsys):
+    # Refused while the training is built (run.log and run.lock exist by then), into a folder
+    # two levels of which the run creates.
+    corrupt = tmp_path / "save_3.pth"
+    corrupt.write_bytes(b"PK\x03\x04 a zip header and then nothing")
+    result = tmp_path / "new" / "result"
+    code, lines = run_main(capsys, data, result, "--resume_path", str(corrupt))
+    assert_one_line_error(code, lines, "not a readable checkpoint", alone=False)
+    assert any("device: cpu" in line for line in lines)       # it got as far as logging
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "save_3.pth"]
+
+
+def test_a_refused_run_into_an_existing_folder_leaves_it_as_it_was(data, tmp_path, capsys):
+    result = tmp_path / "result"
+    result.mkdir()
+    earlier = {"run.log": b"2026-01-01 INFO an earlier run\n", "run.lock": b"4242\n", "notes.txt": b"mine",
+               "save_last.pth.4242.tmp": b"torn by a killed run", ".ccl_cache": None}
+    for name, content in earlier.items():
+        (result / name).mkdir() if content is None else (result / name).write_bytes(content)
+    before = {p.name: (p.read_bytes() if p.is_file() else None) for p in result.iterdir()}
+    code, lines = run_main(capsys, data, result, "--use_audio", "--audio_path", str(data["audio_path"].parent))
+    assert_one_line_error(code, lines, "none of the", "has an audio feature", alone=False)
+    assert {p.name: (p.read_bytes() if p.is_file() else None) for p in result.iterdir()} == before
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _ = run_main(capsys, data, empty, "--use_audio", "--audio_path", str(data["audio_path"].parent))
+    assert code == 2 and empty.is_dir() and not list(empty.iterdir())
 
 
 @pytest.mark.parametrize("how", ["chmod", "refused_open"])
@@ -237,6 +312,25 @@ def test_ctrl_c_says_what_was_saved_and_how_to_go_on(data, tmp_path, launched):
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
 
 
+def test_sigterm_to_the_process_group_is_answered_like_ctrl_c(data, tmp_path, launched):
+    result = tmp_path / "result"
+    args = tiny_run_options(data, result, *FAST, "--n_epochs", "6", "--n_threads", "1")
+    # Its own process group, as a job's under a scheduler: SIGTERM reaches main.py and its loader worker.
+    process = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    launched.append(process)
+    wait_for(process, (result / "save_last.pth").exists, "the first checkpoint")
+    os.killpg(process.pid, signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    epoch = torch.load(result / "save_last.pth", weights_only=True)["epoch"]
+    assert 1 <= epoch < 6
+    assert stderr.splitlines()[-1] == (f"interrupted: the newest checkpoint is {result / 'save_last.pth'} "
+                                       f"(epoch {epoch}); rerun the same command with --auto_resume to continue from it")
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr and "DataLoader worker" not in stderr
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/<pid>/maps")
 def test_ctrl_c_while_the_libraries_load_ends_without_a_traceback(data, tmp_path, launched):
     args = tiny_run_options(data, tmp_path / "result", *FAST)
@@ -293,10 +387,20 @@ def test_resuming_with_other_training_options_is_an_error_listing_each(data, tmp
         refuse_models(patch)
         code, lines = run_main(capsys, data, result, "--auto_resume", "--n_epochs", "2", "--sample_size", "20",
                                "--learning_rate", "0.02", "--n_threads", "1", "--val_freq", "2")
-    assert_one_line_error(code, lines, f"{result / 'save_last.pth'} was trained with other options: "
+    assert_one_line_error(code, lines, f"--auto_resume {result / 'save_last.pth'} was trained with other options: "
                           "--learning_rate 0.01 → 0.02, --sample_size 16 → 20;", "--result_path",
                           "--allow_changed_options", alone=False)
     assert "n_epochs" not in lines[-1] and "n_threads" not in lines[-1] and "val_freq" not in lines[-1]
+    assert "--resume_path" not in lines[-1]
+
+    # Named by --resume_path, with every option that cannot change the training's numbers changed too.
+    with monkeypatch.context() as patch:
+        refuse_models(patch)
+        code, lines = run_main(capsys, data, result, "--resume_path", str(result / "save_last.pth"), "--n_epochs", "2",
+                               "--sample_size", "20", "--inference", "--retrieval", "--report", "--checkpoint", "5",
+                               "--tensorboard", "--dataset", "kinetics", "--output_topk", "2", "--n_threads", "1")
+    assert_one_line_error(code, lines, f"error: --resume_path {result / 'save_last.pth'} was trained with other "
+                          "options: --sample_size 16 → 20; resume it", alone=False)
     assert (result / "opts.json").read_text() == options_before
     assert (result / "train.log").read_text() == log_before
 
@@ -308,6 +412,64 @@ def test_resuming_with_other_training_options_is_an_error_listing_each(data, tmp
     assert recorded["option_changes"] == [{"from_epoch": 2, "option": "sample_size", "before": 16, "after": 20}]
     assert torch.load(result / "save_last.pth", weights_only=True)["option_changes"] == recorded["option_changes"]
     assert [row["epoch"] for row in read_log(result / "train.log")] == ["1", "2"]
+
+
+# Each option's value in the saved run, and another one; the options of a teacher are compared
+# with that teacher on.
+OTHER_VALUES = {
+    "video_path": "/elsewhere/hdf5", "audio_path": "/elsewhere/audio", "annotation_path": "/elsewhere/a.json",
+    "n_classes": 7, "sample_size": 20, "sample_duration": 8, "sample_t_stride": 2, "train_crop_min_scale": 0.5,
+    "train_crop_min_ratio": 0.5, "no_hflip": True, "mean_dataset": "activitynet", "no_mean_norm": True,
+    "no_std_norm": True, "model": "r3d_18", "model_depth": 34, "pretrain_path": "/elsewhere/k.pth",
+    "use_audio": False, "use_image": False, "loss_weight": 0.25, "image_size": 64, "image_teacher": "resnet18",
+    "image_teacher_weights": "/elsewhere/r.pth", "image_teacher_norm": "imagenet", "learning_rate": 0.1,
+    "momentum": 0.5, "dampening": 0.1, "weight_decay": 0.0, "nesterov": True, "multistep_milestones": [5],
+    "batch_size": 4, "manual_seed": 2, "exact": True, "gpu_decode": True, "allow_untrained_teacher": False,
+    "mean": [0.5, 0.5, 0.5], "std": [0.3, 0.3, 0.3], "value_scale": 2,
+    # cannot change the numbers of the training
+    "root_path": "/elsewhere", "result_path": "/elsewhere/r", "dataset": "kinetics", "file_type": "other",
+    "strict_data": True, "n_threads": 7, "eval_reduced_decode": True, "n_val_samples": 5, "n_epochs": 9,
+    "max_nonfinite_steps": 3, "max_bad_samples": 4, "no_train": True, "no_val": True, "val_freq": 3,
+    "checkpoint": 5, "resume_path": "/elsewhere/r/save_3.pth", "auto_resume": True, "allow_changed_options": True,
+    "inference": True, "inference_subset": "test", "inference_stride": 4, "inference_batch_size": 3,
+    "output_topk": 2, "retrieval": True, "report": True, "tensorboard": False, "no_cuda": False,
+    "distributed": True, "compile": True, "demo": True, "demo_seeds": 3, "demo_epochs": 2,
+}
+MATTERS = {"video_path", "audio_path", "annotation_path", "n_classes", "sample_size", "sample_duration",
+           "sample_t_stride", "train_crop_min_scale", "train_crop_min_ratio", "no_hflip", "mean_dataset",
+           "no_mean_norm", "no_std_norm", "value_scale", "model", "model_depth", "pretrain_path", "use_audio",
+           "use_image", "loss_weight", "image_size", "image_teacher", "image_teacher_weights",
+           "image_teacher_norm", "allow_untrained_teacher", "learning_rate", "momentum", "dampening",
+           "weight_decay", "nesterov", "multistep_milestones", "batch_size", "manual_seed", "exact", "gpu_decode",
+           "mean", "std"}
+
+
+def saved_run_options() -> dict:
+    """opts.json of a CCL (AI) run as main.py records it."""
+    opt = parse_opts(["--annotation_path", "a.json", "--video_path", "v", "--audio_path", "au", "--use_audio",
+                      "--use_image", "--no_cuda", "--allow_untrained_teacher"])
+    return recorded_options({**vars(opt), "mean": [0.4, 0.4, 0.4], "std": [0.2, 0.2, 0.2], "resume_path": None})
+
+
+def test_every_option_is_declared_as_changing_the_training_or_not():
+    recorded = set(saved_run_options())
+    assert TRAINING_OPTIONS | NOT_TRAINING == recorded and not TRAINING_OPTIONS & NOT_TRAINING
+    assert TRAINING_OPTIONS == MATTERS and set(OTHER_VALUES) == recorded
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_VALUES))
+def test_a_resume_lists_an_option_exactly_when_it_changes_the_training(name):
+    saved = saved_run_options()
+    assert OTHER_VALUES[name] != saved[name]
+    changes = changed_training_options(saved, {**saved, name: OTHER_VALUES[name]})
+    assert changes == ([(name, saved[name], OTHER_VALUES[name])] if name in MATTERS else [])
+
+
+def test_an_image_teacher_option_counts_only_with_the_image_teacher():
+    saved = {**saved_run_options(), "use_image": False}
+    assert changed_training_options(saved, {**saved, "image_teacher": "resnet18", "image_size": 64}) == []
+    assert changed_training_options(saved, {**saved, "use_image": True, "image_size": 64}) == [
+        ("image_size", 112, 64), ("use_image", False, True)]
 
 
 def test_resuming_a_finished_run_says_there_is_nothing_to_train(data, tmp_path, capsys):

@@ -63,7 +63,7 @@ def build(data: DataConfig, model: ModelConfig, teachers: TeacherConfig, optim: 
     state = TrainingState(student, teacher_list, optimizers, make_scheduler(optimizers["student"], optim),
                           arch=model.arch, options=run.options, option_changes=option_changes)
     if checkpoint is not None:
-        restore(state, checkpoint, run.resume_path, resume_training=run.train)
+        restore(state, checkpoint, run.resume_path, resume_training=run.train, option=run.resume_option)
         if run.train:
             log.info("resumed from %s (next epoch %d)", run.resume_path, state.start_epoch)
         else:
@@ -83,10 +83,11 @@ def load_resume_checkpoint(run: RunConfig) -> tuple[dict | None, list[dict]]:
     (`training.run_options`). Raises UserError before anything is built."""
     if run.resume_path is None:
         return None, []
-    checkpoint = load_checkpoint(run.resume_path)
+    checkpoint = load_checkpoint(run.resume_path, run.resume_option)
     if not run.train:
         return checkpoint, []
-    return checkpoint, check_resume_options(checkpoint, run.options, run.allow_changed_options, run.resume_path)
+    return checkpoint, check_resume_options(checkpoint, run.options, run.allow_changed_options, run.resume_path,
+                                            run.resume_option)
 
 
 def record_options(run: RunConfig, option_changes: list[dict]) -> None:

@@ -13,10 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from errors import MissingFileError, TrainingStopped, UserError
-from models.checkpoint_file import read_checkpoint_file
+from errors import TrainingStopped, UserError, require_file
+from models.checkpoint_file import CHECKPOINT_FILE, read_checkpoint_file
 from models.factory import strip_module_prefix
 from training.files import write_atomically
+
+# The checkpoints `--auto_resume` and `--resume_path latest` continue (`latest_checkpoint`).
+RESUMABLE_FILE = "save_last.pth or save_<epoch>.pth"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -31,13 +34,14 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 class CheckpointWriteError(TrainingStopped):
-    """A checkpoint could not be written (disk full, permissions); the previous one is intact."""
+    """A checkpoint could not be written (disk full, permissions); the message names the
+    newest checkpoint on disk, complete, or says that there is none yet."""
 
 
 def atomic_save(obj, path: Path) -> None:
     """torch.save `obj` to `path` through `write_atomically`: the file at `path` is always
     complete, and a failure (disk full, kill) leaves the previous one untouched. An OSError
-    becomes a CheckpointWriteError naming the file."""
+    becomes a CheckpointWriteError naming the file and what its folder still holds."""
     # Serialized in memory first: torch's zip writer turns a failed write (disk full) into a
     # RuntimeError about stream positions, a plain write raises the OSError that says why.
     serialized = io.BytesIO()
@@ -46,12 +50,29 @@ def atomic_save(obj, path: Path) -> None:
         write_atomically(path, serialized.getbuffer())
     except OSError as e:
         raise CheckpointWriteError(f"could not write checkpoint {path}: {e.strerror or e} (free disk "
-                                   f"space or change --result_path); the previous checkpoint is intact") from e
+                                   f"space or change --result_path); {_kept(Path(path).parent)}") from e
+
+
+def _kept(folder: Path) -> str:
+    newest = latest_checkpoint(folder)
+    if newest is None:
+        return f"there is no {RESUMABLE_FILE} to resume from yet"
+    return f"the newest checkpoint, {newest} (epoch {checkpoint_epoch(newest)}), is intact"
+
+
+def checkpoint_epoch(path: Path) -> str:
+    """The epoch a checkpoint file records, read without loading its tensors; 'unknown'
+    when it cannot be read."""
+    try:
+        return str(read_checkpoint_file(path, mmap=True)["epoch"])
+    except (ValueError, OSError, KeyError, TypeError):
+        return "unknown"
 
 
 def remove_temporary_files(result_path: Path) -> None:
     """Delete the `.tmp` files that killed runs left behind. Only for the process that
-    holds the folder's lock (`training.result_folder`): then no write is under way."""
+    writes the checkpoints, which holds the folder's lock (`training.result_folder`): then no
+    other write is under way."""
     for path in Path(result_path).glob("*.pth.*tmp"):
         path.unlink(missing_ok=True)
 
@@ -96,11 +117,10 @@ def save_checkpoint(checkpoint: dict, result_path: Path, name: str) -> None:
 
 
 def load_checkpoint(path: Path, option: str = "--resume_path") -> dict:
-    """The checkpoint at `path`, read without running code. UserError (one line naming the
-    file) when it is missing, unreadable, refused or not a dict."""
+    """The checkpoint at `path`, read without running code. UserError (one line naming
+    `option` and the file) when it is missing, unreadable, refused or not a dict."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{option} {path} does not exist (pass a save_<epoch>.pth file or 'latest')")
+    require_file(path, option, CHECKPOINT_FILE)
     checkpoint = read_checkpoint_file(path, option)
     if not isinstance(checkpoint, dict):
         raise UserError(f"{option} {path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
@@ -113,17 +133,17 @@ def original_head_file(path: Path, head_name: str) -> Path:
     return path.with_name(f"{path.stem}_{head_name}{path.suffix}")
 
 
-def load_student_weights(student: nn.Module, checkpoint: dict, path: Path) -> None:
+def load_student_weights(student: nn.Module, checkpoint: dict, path: Path, option: str = "--resume_path") -> None:
     """Load `state_dict` strictly; accepts the original release's checkpoints (and their
-    DataParallel `module.` prefix)."""
+    DataParallel `module.` prefix). `option` named `path`, for the messages."""
     if "state_dict" not in checkpoint:
-        raise UserError(f"{path} has no 'state_dict' entry: not a CCL / 3D-ResNets checkpoint")
+        raise UserError(f"{option} {path} has no 'state_dict' entry: not a CCL / 3D-ResNets checkpoint")
     try:
         unwrap(student).load_state_dict(strip_module_prefix(checkpoint["state_dict"]), strict=True)
     except RuntimeError as e:
         # torch's message: a header line, then the missing / unexpected / resized keys.
         reason = " ".join(str(e).split()).split(": ", 1)[-1][:300]
-        raise UserError(f"{path} does not match --model/--model_depth/--n_classes ({reason}); pass the "
+        raise UserError(f"{option} {path} does not match --model/--model_depth/--n_classes ({reason}); pass the "
                         f"options it was trained with (its opts.json)") from None
 
 

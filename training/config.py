@@ -23,6 +23,7 @@ class RunConfig:
     train, validate: whether the run trains, and validates (every `val_freq` epochs).
     checkpoint_every: `save_<epoch>.pth` every this many epochs (`save_last.pth` every epoch).
     resume_path: the checkpoint to resume (training) or evaluate; None: a fresh start.
+    resume_option: the option that named it (`--resume_path` or `--auto_resume`), for messages.
     allow_changed_options: resume with training options other than the checkpoint's.
     seed: every random draw of the run derives from it.
     max_nonfinite_steps: consecutive skipped steps that stop the run.
@@ -38,6 +39,7 @@ class RunConfig:
     val_freq: int
     checkpoint_every: int
     resume_path: Path | None
+    resume_option: str
     allow_changed_options: bool
     seed: int
     max_nonfinite_steps: int

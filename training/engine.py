@@ -15,7 +15,7 @@ from datasets.device_decode import clip_to_device
 from datasets.loader import batches
 from errors import TrainingStopped
 from training.batch import to_device_batch
-from training.checkpoint import save_checkpoint
+from training.checkpoint import remove_temporary_files, save_checkpoint
 from training.config import OptimConfig, RunConfig
 from training.distributed import all_reduce_sum, is_main_process, rank
 from training.logs import TIMING_KEYS, RunLogs
@@ -44,8 +44,11 @@ class Engine:
     def fit(self, train_loader, val_loader=None) -> None:
         """Epochs `start_epoch`..`n_epochs`: train, step the scheduler, validate every
         `val_freq` epochs, keep `save_model.pth` (best clip accuracy), `save_<epoch>.pth`
-        every `checkpoint_every` epochs and `save_last.pth` every epoch (for --auto_resume)."""
+        every `checkpoint_every` epochs and `save_last.pth` every epoch (for --auto_resume).
+        The partial checkpoints of killed runs are removed first."""
         state, run = self.state, self.run
+        if is_main_process():
+            remove_temporary_files(run.result_path)
         if state.start_epoch > run.n_epochs:
             # A rerun of a finished run (the scripts resume with --auto_resume) goes on to the
             # evaluation; a checkpoint beyond --n_epochs is worth a warning.

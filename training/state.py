@@ -54,15 +54,16 @@ def checkpoint_of(state: TrainingState, epoch: int) -> dict:
     }
 
 
-def restore(state: TrainingState, checkpoint: dict, path: Path, resume_training: bool) -> None:
+def restore(state: TrainingState, checkpoint: dict, path: Path, resume_training: bool,
+            option: str = "--resume_path") -> None:
     """Student weights always; with `resume_training`, also heads, optimizers, scheduler,
     epoch, best accuracy and RNG.
 
     Original-release checkpoints keep each head in `save_N_<head>.pth` beside `save_N.pth`
     (with the student's optimizer, not the head's): the head's weights are loaded from there
     and its optimizer starts afresh, as it did when the original resumed. A head found
-    nowhere starts from scratch, with a warning."""
-    load_student_weights(state.student, checkpoint, path)
+    nowhere starts from scratch, with a warning. `option` named `path`, for the messages."""
+    load_student_weights(state.student, checkpoint, path, option)
     if not resume_training:
         return
     if "optimizer" in checkpoint:

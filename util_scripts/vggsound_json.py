@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 if __package__ in (None, ""):  # run as `python util_scripts/<name>.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from errors import ArgumentParser, UserError
+from errors import ArgumentParser, UserError, require_file
 from util_scripts.annotation import (database_entry, frame_count, report_missing, require_dir,
                                      run_cli, save_annotation)
 
@@ -37,8 +37,7 @@ class Clip(NamedTuple):
 
 def read_vggsound_csv(path: Path) -> list[Clip]:
     """The rows of `vggsound.csv` (CSV quoting rules, so labels may contain commas)."""
-    if not path.is_file():
-        raise UserError(f"--csv_path {path} not found (the official vggsound.csv)")
+    require_file(path, "--csv_path", "the official vggsound.csv", fix=" (pass the official vggsound.csv)")
     clips = []
     with open(path, newline="") as f:
         for number, row in enumerate(csv.reader(f), 1):
