@@ -402,3 +402,28 @@ def test_torchrun_one_failing_rank_stops_every_rank(tiny_data, tmp_path):
     assert completed.returncode != 0
     assert "RuntimeError: injected failure on rank 1" in completed.stderr
     assert seconds < 90
+
+
+def test_torchrun_train_log_counts_the_samples_without_audio_of_every_rank(tiny_data, tmp_path):
+    """train.log's samples_without_audio is the epoch's count over both ranks: with the audio
+    of every other training video removed (6 of 12; 12 split evenly, so no sample repeats),
+    it is 6, whichever rank each of them fell to."""
+    annotation = json.loads(tiny_data["annotation_path"].read_text())["database"]
+    training = sorted((v["annotations"]["label"], k) for k, v in annotation.items() if v["subset"] == "training")
+    assert len(training) == 12
+    audio = tmp_path / "audio"
+    for label in {label for label, _ in training}:
+        (audio / label).mkdir(parents=True)
+    kept = 0
+    for i, (label, video) in enumerate(training):
+        source = tiny_data["audio_path"] / label / f"{video}.npy"
+        if i % 2 == 0 and source.is_file():
+            (audio / label / source.name).write_bytes(source.read_bytes())
+            kept += 1
+    assert kept > 0
+    completed, _ = torchrun(tiny_data, tmp_path / "run", ["--use_audio", "--audio_path", str(audio), "--no_val"], {})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    rows = (tmp_path / "run" / "train.log").read_text().splitlines()
+    row = dict(zip(rows[0].split("\t"), rows[1].split("\t")))
+    assert int(row["samples_without_audio"]) == len(training) - kept
+    assert int(row["bad_samples"]) == 0

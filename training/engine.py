@@ -138,7 +138,9 @@ class Engine:
         # An epoch whose every step was skipped has no loss: NaN, rather than no column at all.
         summary = {"loss": math.nan} | {name: float(total) / max(count, 1) for name, total in sums.items()}
         summary["acc"] = float(correct) / max(count, 1)
-        summary.update(skipped_steps=skipped, bad_samples=len(bad), samples_without_audio=no_audio)
+        # Each rank saw its own share of the epoch's samples; the loss terms are already global.
+        no_audio, n_bad = all_reduce_sum(torch.tensor([no_audio, len(bad)], device=self.device)).tolist()
+        summary.update(skipped_steps=skipped, bad_samples=n_bad, samples_without_audio=no_audio)
         # train_step ends in a host sync, so the device's work is inside the wall time.
         elapsed = time.perf_counter() - start
         summary.update(zip(TIMING_KEYS, (count / elapsed, samples.waited / elapsed)))
