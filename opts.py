@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="resume a checkpoint with training options other than its own (recorded in "
                           "opts.json's option_changes); without it that is an error")
     run.add_argument("--inference", action="store_true", help="video-level predictions → val.json")
-    run.add_argument("--inference_subset", default="val", choices=["train", "val", "test"])
+    run.add_argument("--inference_subset", default="val", choices=["train", "val", "test"],
+                     help="the annotation's training, validation or testing samples (UCF101's test "
+                          "lists are its validation subset), predicted into val.json, train.json or test.json")
     run.add_argument("--inference_stride", default=16, type=at_least(1))
     run.add_argument("--inference_batch_size", default=0, type=at_least(0), help="clips per inference batch (0: 4 × batch_size on CUDA, 8 on CPU)")
     run.add_argument("--output_topk", default=5, type=at_least(1))

@@ -148,7 +148,13 @@ def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
     entries = [(k, v) for k, v in annotation.database.items()
                if isinstance(v, dict) and v.get("subset") == subset]
     if not entries:
-        raise UserError(f"{annotation.path}: no samples with subset {subset!r}")
+        counts: dict[str, int] = {}
+        for entry in annotation.database.values():
+            if isinstance(entry, dict):
+                counts[str(entry.get("subset"))] = counts.get(str(entry.get("subset")), 0) + 1
+        held = ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "none"
+        raise UserError(f"{annotation.path}: no samples with subset {subset!r} (its samples by "
+                        f"subset: {held})")
 
     # Paths are built and tested as strings: pathlib costs several times the stat call
     # itself, which matters at 100,000s of samples.

@@ -39,7 +39,9 @@ UCF=$DATA_ROOT/UCF101
 
 require() {
     if [ ! -e "$1" ]; then
-        echo "error: $1 does not exist ($2; see dataset/README.md)" >&2
+        local relative=""
+        if [[ "$1" != /* ]]; then relative=" (relative to the repository root $PWD, where the scripts run)"; fi
+        echo "error: $1 does not exist$relative; $2; see dataset/README.md" >&2
         exit 2
     fi
 }

@@ -77,7 +77,7 @@ def test_user_errors_are_one_line(tmp_path):
         resolve_samples(annotation, "training", tmp_path / "hdf5")
     with pytest.raises(ValueError, match="subset 'train' is not one of"):
         resolve_samples(annotation, "train", tmp_path / "hdf5")
-    with pytest.raises(ValueError, match="no samples with subset 'validation'"):
+    with pytest.raises(ValueError, match=r"no samples with subset 'validation' \(its samples by subset: training 1\)"):
         resolve_samples(annotation, "validation", tmp_path / "hdf5")
     with pytest.raises(FileNotFoundError, match="--video_path .*nowhere does not exist"):
         resolve_samples(annotation, "training", tmp_path / "nowhere")

@@ -54,6 +54,16 @@ def test_script_stops_early_when_data_is_missing(tmp_path):
     assert done.stderr.strip().startswith("error:") and "generate_video_hdf5.py" in done.stderr
 
 
+def test_a_relative_data_root_that_is_missing_names_the_folder_it_is_relative_to(tmp_path):
+    done = subprocess.run(["bash", str(REPO / "scripts" / "run_baseline.sh")], cwd=tmp_path,
+                          env={**os.environ, "PYTHON": sys.executable, "GPUS": "", "DATA_ROOT": "mydata"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: mydata/UCF101/hdf5data does not exist (relative to the repository "
+                                   f"root {REPO}, where the scripts run); convert the videos with "
+                                   f"util_scripts/generate_video_hdf5.py; see dataset/README.md")
+
+
 # --- what the scripts pass to main.py, with a stand-in interpreter ------------------------------
 
 FAKE_PYTHON = """#!/usr/bin/env bash

@@ -1,5 +1,6 @@
 """What a run trains and where it stands, as a checkpoint holds it and as a resume restores it."""
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,8 @@ class TrainingState:
     its teachers, one optimizer per module group (`student` first, then each head), the
     student's learning-rate schedule; `arch` (e.g. `r21d-18`), `options` (opts.json) and
     `option_changes` (those a resume was allowed to make) for the checkpoints; the next
-    epoch and the best validation clip accuracy so far."""
+    epoch and the best validation clip accuracy so far (-inf before the first validation, so
+    that the first one always writes `save_model.pth`, even at 0 accuracy)."""
     student: nn.Module
     teachers: list[Teacher]
     optimizers: dict[str, torch.optim.Optimizer]
@@ -30,7 +32,7 @@ class TrainingState:
     options: dict = field(default_factory=dict)
     option_changes: list[dict] = field(default_factory=list)
     start_epoch: int = 1
-    best_acc: float = 0.0
+    best_acc: float = -math.inf
 
 
 def checkpoint_of(state: TrainingState, epoch: int) -> dict:
