@@ -413,4 +413,3 @@ def test_torchrun_one_failing_rank_stops_every_rank(tiny_data, tmp_path):
     assert completed.returncode != 0
     assert "RuntimeError: injected failure on rank 1" in completed.stderr
     assert seconds < 90
-
