@@ -22,9 +22,12 @@ from training.files import write_atomically
 METRICS = ("top-1", "R@1", "R@5", "R@10", "R@20", "mAP")
 RETRIEVAL_METRICS = METRICS[1:]
 # Options that cannot change a run's numbers: loader workers (every item carries its own
-# seed, datasets.loader), TensorBoard, report.md, how often checkpoints are saved, and
-# whether an interrupted run resumes by itself.
-IGNORED_OPTIONS = ("n_threads", "tensorboard", "report", "checkpoint", "auto_resume")
+# seed, datasets.loader), TensorBoard, report.md, how often checkpoints are saved, whether
+# and from which checkpoint a run resumed (a resume continues the same training, checked
+# when it starts), whether inference and retrieval ran (a metric a run lacks shows as
+# missing), and how many classes val.json lists per video (top-1 reads the first).
+IGNORED_OPTIONS = ("n_threads", "tensorboard", "report", "checkpoint", "auto_resume", "resume_path",
+                   "allow_changed_options", "inference", "retrieval", "output_topk")
 # The option that tells repeated runs of one configuration apart.
 SEED_OPTION = "--manual_seed"
 RUN_FOLDER = "<run>"

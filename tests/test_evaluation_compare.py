@@ -151,7 +151,7 @@ def test_differing_options_are_found_exactly(runs):
     # (4 and 0) but cannot change the numbers; annotation_path, learning_rate and
     # milestones are the same everywhere.
     assert compare.differing_options(loaded) == ["--use_audio", "--use_image", "--manual_seed"]
-    assert loaded[0].options["--resume_path"] == "<run>/save_300.pth"
+    assert loaded[0].options["--result_path"] == "<run>"
     assert "--n_threads" not in loaded[0].options
     rows = table_rows(compare.write_comparison(folders).read_text().split("## Options that differ")[1], "run")
     assert rows["`ccl_ai_seed1`"] == {"run": "`ccl_ai_seed1`", "`--use_audio`": "true", "`--use_image`": "true",
@@ -184,6 +184,17 @@ def test_a_run_evaluated_by_its_training_run_compares_with_an_evaluation_only_ru
     assert rows["`demo`"] == {"run": "`demo`", "`eval_opts.json: --inference_stride`": "8",
                               "`eval_opts.json: --no_train`": "false"}
     assert rows["`script`"]["`eval_opts.json: --inference_stride`"] == "16"
+
+
+def test_whether_a_run_resumed_or_ran_inference_and_retrieval_is_no_difference(tmp_path):
+    # A resume continues the same training (checked when it starts); a metric a run did not
+    # compute shows as missing in the table.
+    annotation = write_annotation(tmp_path / "annotation.json")
+    first = make_run(tmp_path, "first", annotation, resume_path=None, inference=True, retrieval=True,
+                     output_topk=5, allow_changed_options=False)
+    second = make_run(tmp_path, "second", annotation, resume_path="/elsewhere/save_100.pth", inference=False,
+                      retrieval=False, output_topk=1, allow_changed_options=True, n_epochs=200)
+    assert compare.differing_options(compare.read_runs([first, second])) == ["--n_epochs"]
 
 
 def test_a_run_moved_since_training_still_compares_its_own_paths_equal(tmp_path):
