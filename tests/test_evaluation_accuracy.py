@@ -69,7 +69,11 @@ def test_no_prediction_for_any_ground_truth_video_is_an_error_not_zero(files, ig
     # A val.json of another split: every id is a training video, none a validation one.
     val_json.write_text(json.dumps({"results": {"t1": [{"label": "b", "score": 1.0}]}}))
     argv = [str(ground_truth), str(val_json), "-k", "1", "--allow_unknown_ids"] + (["--ignore"] if ignore else [])
-    assert user_error(capsys, argv).startswith("error: no ground-truth video has a prediction")
+    lines = user_error(capsys, argv).splitlines()
+    # The warning --allow_unknown_ids promises comes first: it says why nothing is left.
+    assert lines[0] == ("warning: 1 of 1 predicted ids are not videos of subset 'validation' and are left out "
+                        "(--allow_unknown_ids; first: t1)")
+    assert len(lines) == 2 and lines[1].startswith("error: no ground-truth video has a prediction")
 
 
 def test_save_writes_the_accuracy_beside_val_json(files):

@@ -49,13 +49,14 @@ def main(argv: list[str] | None = None) -> AccuracyResult:
                              f"videos of subset '{args.subset}' in {args.ground_truth_path}: "
                              f"{describe_ids(unknown)}; check that the two files belong together and "
                              f"--subset, or pass --allow_unknown_ids to leave them out")
+        if unknown:
+            # Before the accuracy, which may fail for want of any known id.
+            print(f"warning: {len(unknown)} of {len(predictions)} predicted ids are not videos of subset "
+                  f"'{args.subset}' and are left out (--allow_unknown_ids; first: {describe_ids(unknown, 3)})",
+                  file=sys.stderr)
         result = top_k_accuracy(ground_truth, predictions, args.k, args.ignore)
     except (FileNotFoundError, ValueError) as e:
         exit_with_error(str(e))
-    if unknown:
-        print(f"warning: {len(unknown)} of {len(predictions)} predicted ids are not videos of subset "
-              f"'{args.subset}' and are left out (--allow_unknown_ids; first: {describe_ids(unknown, 3)})",
-              file=sys.stderr)
     print(f"number of ground truth: {len(ground_truth)}")
     print(f"number of result: {len(predictions)}")
     print(f"videos counted: {result.n_ground_truth}")
