@@ -1,5 +1,6 @@
 """`build_student`: the one place that maps `--model/--model_depth/--pretrain_path` to a
 student network (DESIGN: `student(clip) -> (logits (B, C), features (B, 512))`)."""
+import logging
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -19,6 +20,8 @@ STUDENTS: dict[str, Callable[[int, int], nn.Module]] = {
 }
 STUDENT_NAMES = tuple(STUDENTS)
 MODULE_PREFIX = "module."
+
+log = logging.getLogger("ccl")
 
 
 def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -54,7 +57,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     own = model.state_dict()
     head = model.HEAD + "."
     head_keys = [k for k in own if k.startswith(head)]
-    if any(k in state and state[k].shape != own[k].shape for k in head_keys):
+    fresh_head = any(k in state and state[k].shape != own[k].shape for k in head_keys)
+    if fresh_head:
         state = {k: v for k, v in state.items() if not k.startswith(head)}
     reshaped = [k for k in state if k in own and state[k].shape != own[k].shape]
     missing = [k for k in own if k not in state and not k.startswith(head)]
@@ -64,6 +68,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
                         f"(shape differs {reshaped[:3]}, missing {missing[:3]}, "
                         f"unexpected {unexpected[:3]})")
     model.load_state_dict(state, strict=False)
+    log.info("loaded --pretrain_path %s: %s", path,
+             f"every weight but the classifier ({model.HEAD}), which keeps its initialisation for the new "
+             f"class count" if fresh_head else "every weight, the classifier's included")
     return model
 
 

@@ -152,7 +152,7 @@ def test_strip_module_prefix():
     assert strip_module_prefix({"linear.bias": state["module.linear.bias"]}).keys() == {"linear.bias"}
 
 
-def test_build_student_pretrain_path_with_module_prefix_and_new_head(tmp_path):
+def test_build_student_pretrain_path_with_module_prefix_and_new_head(tmp_path, caplog):
     torch.manual_seed(0)
     source = r21d(18, 51)
     checkpoint = original_checkpoint(source)
@@ -160,13 +160,18 @@ def test_build_student_pretrain_path_with_module_prefix_and_new_head(tmp_path):
     path = tmp_path / "save_3.pth"
     torch.save(checkpoint, path)
 
+    caplog.set_level("INFO", logger="ccl")
     same = build_student("r21d", 18, 51, pretrain_path=str(path))
     for k, v in source.state_dict().items():
         assert torch.equal(same.state_dict()[k], v), k
+    assert caplog.messages == [f"loaded --pretrain_path {path}: every weight, the classifier's included"]
 
+    caplog.clear()
     new_head = build_student("r21d", 18, 10, pretrain_path=str(path))
     assert new_head.linear.weight.shape == (10, 512)
     assert torch.equal(new_head.conv5.block1.bn2.weight, source.conv5.block1.bn2.weight)
+    assert caplog.messages == [f"loaded --pretrain_path {path}: every weight but the classifier (linear), which "
+                               f"keeps its initialisation for the new class count"]
 
     with pytest.raises(ValueError, match="does not match"):
         build_student("r21d_std", 18, 51, pretrain_path=str(path))
