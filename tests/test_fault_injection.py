@@ -384,8 +384,10 @@ def test_missing_audio_is_counted_and_the_run_completes(data, tmp_path, capsys):
     assert all(math.isfinite(float(row[k])) for k in ("loss", "audio/contrast", "audio/divergence"))
 
 
-def test_no_training_video_with_audio_is_a_one_line_error(data, tmp_path, capsys, no_model):
+def test_no_training_video_with_audio_is_a_one_line_error(data, tmp_path, capsys, no_model, monkeypatch):
     # E.g. --audio_path one level too high: CCL (A) would silently train as the baseline.
+    # Found before any loader is built (a loader's own warnings would come first).
+    monkeypatch.setattr("training.build.build_loader", lambda *a, **k: pytest.fail("a loader was built"))
     code, lines = run_main(capsys, data, tmp_path / "result", "--use_audio", "--audio_path", str(data["audio_path"].parent))
     assert_one_line_error(code, lines, f"none of the {N_TRAIN} training videos has an audio feature",
                           f"--audio_path {data['audio_path'].parent}", alone=False)

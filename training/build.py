@@ -108,10 +108,10 @@ def build_loaders(data: DataConfig, run: RunConfig) -> tuple[DataLoader | None, 
     train_loader = val_loader = None
     if run.train:
         train_set = make_dataset(data, TRAINING, "train")
-        train_loader = build_loader(train_set, batch, shuffle=True, n_threads=data.n_threads,
-                                    distributed=is_distributed(), drop_last=False, seed=run.seed)
         if data.audio_path is not None:
             check_audio_coverage(train_set, data)
+        train_loader = build_loader(train_set, batch, shuffle=True, n_threads=data.n_threads,
+                                    distributed=is_distributed(), drop_last=False, seed=run.seed)
     if run.validate:
         val_loader = build_loader(make_dataset(data, VALIDATION, "val"), batch, shuffle=False,
                                   n_threads=data.n_threads, distributed=is_distributed())
