@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             check_fresh_start(config.run.result_path, config.run.train, config.run.resume_path)
             run(config)
     except KeyboardInterrupt as e:
-        if opt.demo:
-            raise
-        print(interruption_summary(Path(opt.result_path), training=not opt.no_train), file=sys.stderr)
+        summary = (f"interrupted: the demo did not finish; rerun `python main.py --demo` to run it again"
+                   if opt.demo else interruption_summary(Path(opt.result_path), training=not opt.no_train))
+        print(summary, file=sys.stderr)
         return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

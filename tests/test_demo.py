@@ -11,6 +11,8 @@ import pytest
 from demo import data as demo_data, textures
 from demo.image_teacher import WEIGHTS_FILE, TeacherSettings, demo_teacher_weights
 from demo.run import format_table, run_demo
+from errors import Terminated
+import main
 from main import train_and_evaluate
 from opts import parse_opts
 
@@ -168,3 +170,15 @@ def test_demo_runs_end_to_end_at_a_tiny_scale(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| baseline |" in out and "| ccl_ai |" in out
     assert str(root / "report.md") in out
+
+
+
+@pytest.mark.parametrize("interruption, code", [(KeyboardInterrupt, 130), (Terminated, 143)])
+def test_an_interrupted_demo_says_so_in_one_line(monkeypatch, capsys, tmp_path, interruption, code):
+    def interrupted(*args, **kwargs):
+        raise interruption
+
+    monkeypatch.setattr(main, "run_demo", interrupted)
+    assert main.main(["--demo", "--result_path", str(tmp_path)]) == code
+    assert capsys.readouterr().err.splitlines() == [
+        "interrupted: the demo did not finish; rerun `python main.py --demo` to run it again"]
