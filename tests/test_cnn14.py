@@ -168,6 +168,7 @@ def loaded_model(official_state) -> PannsCnn:
 
 # librosa.filters.mel(sr=32000, n_fft=1024, n_mels=64, fmin=50, fmax=14000).T, worked out
 # from librosa's formulas in 40-digit arithmetic (mpmath): {(fft bin, mel bin): weight}.
+# Printed by `python tests/fixtures/librosa_mel_weights.py`.
 LIBROSA_WEIGHTS = {(2, 0): 0.00428908945919, (3, 0): 0.0150118131072,
                    (4, 0): 0.0113128467819, (5, 0): 0.000590123133911,
                    (4, 1): 0.00721084498663, (5, 1): 0.0179335686346,

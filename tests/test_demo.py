@@ -15,6 +15,7 @@ from errors import Terminated
 import main
 from main import train_and_evaluate
 from opts import parse_opts
+from tests.test_evaluation_retrieval import SAVED_KS, brute_force_metrics
 
 TRAIN, VAL, MISSING = 8, 2, 0.3
 PYAV_REASON = "the demo dataset's videos are encoded and converted with PyAV"
@@ -142,12 +143,24 @@ def test_demo_runs_end_to_end_at_a_tiny_scale(tmp_path, capsys):
     summary = json.loads((root / "summary.json").read_text())
     weights = root / "teacher" / WEIGHTS_FILE
     assert weights.is_file() and 0 <= summary["teacher_held_out_top1"] <= 100
+    database = json.loads((root / "data" / "demo.json").read_text())["database"]
+    truth = {k: v["annotations"]["label"] for k, v in database.items() if v["subset"] == "validation"}
     for config in ("baseline", "ccl_ai"):
         runs = summary["runs"][config]
         assert len(runs) == 2
-        for run in runs:
-            for metric in ("top1", "R@1", "mAP"):
-                assert isinstance(run[metric], float) and 0 <= run[metric] <= 100
+        for seed, run in enumerate(runs, start=1):
+            # Each run's numbers, recomputed from its val.json and feature files.
+            result = root / f"{config}_seed{seed}"
+            predictions = json.loads((result / "val.json").read_text())["results"]
+            right = sum(max(entries, key=lambda e: e["score"])["label"] == truth[video]
+                        for video, entries in predictions.items())
+            assert sorted(predictions) == sorted(truth)
+            assert run["top1"] == pytest.approx(100 * right / len(truth), abs=1e-9)
+            query, gallery = (np.load(result / f"features_{subset}.npz") for subset in ("validation", "training"))
+            expected = brute_force_metrics(query["features"], query["labels"].tolist(), gallery["features"],
+                                           gallery["labels"].tolist(), SAVED_KS)
+            assert run["R@1"] == pytest.approx(expected["R@1"], abs=1e-9)
+            assert run["mAP"] == pytest.approx(expected["mAP"], abs=1e-9)
         for metric in ("top1", "R@1", "mAP"):
             assert summary["mean"][config][metric] == pytest.approx(statistics.mean(r[metric] for r in runs))
         for seed in (1, 2):

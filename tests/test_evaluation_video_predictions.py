@@ -17,7 +17,8 @@ WINDOWS_PER_VIDEO = [3, 1, 4, 2, 2]
 
 
 class FakeStudent(nn.Module):
-    """logits = m A, features = m F with m the per-channel mean of the clip (B, 3)."""
+    """logits = m A, features = m F with m the per-channel mean of the clip (B, 3); it keeps
+    what it returned for each batch in `outputs`."""
 
     def __init__(self):
         super().__init__()
@@ -25,11 +26,14 @@ class FakeStudent(nn.Module):
         self.register_buffer("to_logits", torch.randn(3, N_CLASSES, generator=generator))
         self.register_buffer("to_features", torch.randn(3, DIM, generator=generator))
         self.modes: list[tuple[bool, bool]] = []
+        self.outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, clip):
         self.modes.append((self.training, torch.is_inference_mode_enabled()))
         m = clip.mean(dim=(2, 3, 4))
-        return m @ self.to_logits, m @ self.to_features
+        logits, features = m @ self.to_logits, m @ self.to_features
+        self.outputs.append((logits.clone(), features.clone()))
+        return logits, features
 
 
 def normalize(clip):
@@ -81,14 +85,28 @@ def test_per_video_means_match_a_direct_computation():
     assert model.training                            # given back as it came
 
 
-def test_autocast_path_stays_close_to_full_precision():
+def test_autocast_path_averages_float32_softmaxes_of_the_bf16_outputs():
+    """Under bf16 autocast the network's outputs are bf16; the softmax and the means are
+    float32 / float64 all the same. Oracle: the outputs the model returned, each window's
+    softmax in float32, plain means per video. (A softmax taken in bf16 is about 8e-4 off
+    here; bf16 against full precision about 1e-4.)"""
     model = FakeStudent()
     clips, video_index = make_windows()
     loader = batches(clips, video_index, 4)
     full = predict_videos(model, loader, 5, "cpu", normalize)
+    model.outputs.clear()
     mixed = predict_videos(model, loader, 5, "cpu", normalize, amp_dtype=torch.bfloat16)
     assert mixed.scores.dtype == torch.float32
-    assert torch.allclose(mixed.scores, full.scores, atol=2e-2)
+    assert {(l.dtype, f.dtype) for l, f in model.outputs} == {(torch.bfloat16, torch.bfloat16)}
+    per_video: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for batch, (logits, features) in zip(loader, model.outputs, strict=True):
+        for v, window_logits, window_features in zip(batch["video_index"].tolist(), logits, features):
+            per_video.setdefault(v, []).append((window_logits.float().softmax(0), window_features.double()))
+    scores = torch.stack([sum(s for s, _ in per_video[v]) / len(per_video[v]) for v in range(5)])
+    features = torch.stack([sum(f for _, f in per_video[v]) / len(per_video[v]) for v in range(5)])
+    torch.testing.assert_close(mixed.scores, scores, rtol=0, atol=1e-6)
+    torch.testing.assert_close(mixed.features, features.float(), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(mixed.scores, full.scores, atol=2e-3)
 
 
 def test_a_video_without_windows_or_a_bad_index_is_an_error():

@@ -29,16 +29,37 @@ def n_blocks(model: nn.Module) -> list[int]:
 
 # ---------------------------------------------------------------- R(2+1)D
 
+def naive_r21d_parameters(layer_sizes: list[int], n_classes: int) -> int:
+    """SPEC §2 counted by hand: a k_t×k×k conv of N_in → N_out channels is a 1×k×k conv to
+    M = ⌊k_t k² N_in N_out / (k² N_in + k_t N_out)⌋ channels, BatchNorm(M) (2M weights),
+    and a k_t×1×1 conv to N_out; no conv has a bias. Stem 3 → 64 (3×7×7) + BatchNorm; stage
+    blocks of two 3×3×3 convs, each + BatchNorm; the first block of stages 3-5 adds a 1×1×1
+    shortcut conv + BatchNorm; then a 512 → n_classes linear layer."""
+    def factored(n_in, n_out, kt, k):
+        m = kt * k * k * n_in * n_out // (k * k * n_in + kt * n_out)
+        return m * n_in * k * k + 2 * m + n_out * m * kt
+
+    total = factored(3, 64, 3, 7) + 2 * 64
+    for (n_in, n_out), blocks in zip([(64, 64), (64, 128), (128, 256), (256, 512)], layer_sizes, strict=True):
+        for b in range(blocks):
+            block_in = n_in if b == 0 else n_out
+            total += factored(block_in, n_out, 3, 3) + factored(n_out, n_out, 3, 3) + 4 * n_out
+            if block_in != n_out:
+                total += factored(block_in, n_out, 1, 1) + 2 * n_out
+    return total + 512 * n_classes + n_classes
+
+
 def test_r21d_depth18_is_the_original_one_block_network():
     model = r21d(18, 51)
-    assert n_parameters(model) == 14_391_466
+    assert n_parameters(model) == 14_391_466 == naive_r21d_parameters([1, 1, 1, 1], 51)   # SPEC §2
     assert n_blocks(model) == [1, 1, 1, 1]
 
 
 def test_layouts_of_other_depths_and_standard_variant():
-    assert n_blocks(r21d(34, 5)) == [3, 4, 6, 3]
-    assert n_blocks(r21d_std(18, 5)) == [2, 2, 2, 2]
-    assert n_blocks(r21d_std(34, 5)) == [3, 4, 6, 3]
+    for model, layout in ((r21d(34, 5), [3, 4, 6, 3]), (r21d_std(18, 5), [2, 2, 2, 2]),
+                          (r21d_std(34, 5), [3, 4, 6, 3])):
+        assert n_blocks(model) == layout
+        assert n_parameters(model) == naive_r21d_parameters(layout, 5)
     with pytest.raises(ValueError, match="model_depth"):
         r21d(50, 5)
 

@@ -108,12 +108,21 @@ def test_official_state_dict_loads_strictly_and_embeds_to_d(name):
     assert (front.sample_rate, front.n_fft, front.hop_length) == (sr, n_fft, hop)
     np.testing.assert_allclose(front.melW.numpy(), naive_mel_bank(sr, n_fft, n_mels, fmin, fmax),
                                rtol=1e-6, atol=1e-10)
-    dim, n = FACTS[name][2], min_samples(name)
+    blocks, pooled, dim, _ = FACTS[name]
+    n = min_samples(name)
     assert model.embedding_dim == dim and model.min_samples == n
     x = 0.1 * torch.randn(2, n, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = model(x)
     assert out["embedding"].shape == (2, dim) and out["clipwise_output"].shape == (2, 527)
+    # The shortest input, against the functional oracle of its front end and blocks.
+    bank = naive_mel_bank(sr, n_fft, n_mels, fmin, fmax)
+    logmel = torch.from_numpy(np.stack([naive_logmel(w, bank, n_fft, hop) for w in x.numpy()]))[:, None]
+    expected = naive_cnn14(logmel, state, n_blocks=len(blocks), pooled_blocks=pooled)
+    assert expected["embedding"].abs().max() > 0.1
+    for key in ("embedding", "clipwise_output"):
+        scale = expected[key].abs().max().item()
+        torch.testing.assert_close(out[key].double(), expected[key], rtol=1e-4, atol=1e-4 * scale)
     with pytest.raises(ValueError, match=f"at least {n}"):
         model(x[:, :-1])
 

@@ -1,10 +1,11 @@
 """An interrupted run resumed from its checkpoint ends exactly where the straight run ends."""
-import time
+import types
 
 import pytest
 import torch
 
 import main
+import training.engine
 from tests.conftest import read_log, reproducible_log, tiny_run_options
 from training.engine import Timed
 
@@ -43,16 +44,22 @@ def test_auto_resume_continues_and_a_finished_run_does_nothing(tiny_dataset, tmp
     assert len((result / "train.log").read_text().splitlines()) == 3
 
 
-def test_timed_counts_the_wait_for_items_not_the_work_on_them():
+def test_timed_counts_the_wait_for_items_not_the_work_on_them(monkeypatch):
+    # A clock that moves only when the test says: the producer takes 0.25, 0 and 0.5 s per
+    # item, the consumer 1 s per item, so the wait is 0.75 s exactly (binary fractions),
+    # whatever else the machine is doing.
+    now = [0.0]
+    monkeypatch.setattr(training.engine, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
     def slow_items():
-        for delay in (0.05, 0.0, 0.1):
-            time.sleep(delay)
+        for delay in (0.25, 0.0, 0.5):
+            now[0] += delay
             yield delay
 
     items = Timed(slow_items())
     seen = []
     for item in items:
-        time.sleep(0.1)   # the consumer's work: not waiting
+        now[0] += 1.0   # the consumer's work: not waiting
         seen.append(item)
-    assert seen == [0.05, 0.0, 0.1]
-    assert 0.15 <= items.waited < 0.25
+    assert seen == [0.25, 0.0, 0.5]
+    assert items.waited == 0.75

@@ -1,4 +1,5 @@
 """End-to-end tests of util_scripts/generate_video_hdf5.py on small videos made with PyAV."""
+import contextlib
 import io
 import os
 import re
@@ -57,7 +58,8 @@ def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def ucf_like(tmp_path_factory) -> dict:
-    """A UCF-like folder (2 good videos, a corrupt and an empty one) converted once."""
+    """A UCF-like folder (2 good videos, a corrupt and an empty one) converted once, here:
+    each test that reads the result runs on its own too."""
     root = tmp_path_factory.mktemp("ucf")
     videos = root / "videos"
     (videos / "Alpha").mkdir(parents=True)
@@ -71,12 +73,15 @@ def ucf_like(tmp_path_factory) -> dict:
     encode_video(videos / "Beta/ignored.mp4", make_frames(4), fps=25)  # wrong extension
     args = ["--dir_path", str(videos), "--dst_path", str(root / "hdf5"), "--dataset", "ucf101",
             "--size", str(H // 2), "--audio_dst_path", str(root / "wav")]
-    return {"root": root, "videos": videos, "sources": sources, "args": args}
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(args + ["--n_jobs", "2"])
+    return {"root": root, "videos": videos, "sources": sources, "args": args, "code": code,
+            "stderr": stderr.getvalue()}
 
 
-def test_conversion_reports_exactly_the_bad_videos(ucf_like, capsys):
-    code = main(ucf_like["args"] + ["--n_jobs", "2"])
-    err = capsys.readouterr().err
+def test_conversion_reports_exactly_the_bad_videos(ucf_like):
+    code, err = ucf_like["code"], ucf_like["stderr"]
     failed = [line.removeprefix("failed: ").split(": ")[0] for line in err.splitlines()
               if line.startswith("failed: ")]
     assert code == 1
@@ -196,10 +201,18 @@ def test_fps_interpolates_between_the_source_frames(tmp_path):
 
 
 def test_portrait_video_keeps_its_aspect(tmp_path):
+    # --size is the short side, here the width: 32 × 64 frames are halved to 16 × 32. Each
+    # frame within 3 grey levels of its halved source (measured 0.9; upside down it is 7).
+    source = make_frames(3, height=64, width=32)
     src = tmp_path / "tall.mp4"
-    encode_video(src, make_frames(3, height=64, width=32), fps=25)
-    convert_video(src, tmp_path / "tall.hdf5", 16, None, None)
-    assert all(f.shape == (32, 16, 3) for f in read_hdf5(tmp_path / "tall.hdf5"))
+    encode_video(src, source, fps=25)
+    assert convert_video(src, tmp_path / "tall.hdf5", 16, None, None).status == "converted"
+    frames = read_hdf5(tmp_path / "tall.hdf5")
+    assert len(frames) == len(source)
+    for t, frame in enumerate(frames):
+        assert frame.shape == (32, 16, 3)
+        errors = [mean_abs(frame, halve(s)) for s in source]
+        assert errors[t] < 3 and int(np.argmin(errors)) == t, (t, errors)
 
 
 def test_user_error_is_one_line(tmp_path, capsys):

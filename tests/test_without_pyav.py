@@ -1,5 +1,6 @@
 """Without PyAV: training and evaluation work; what encodes or decodes videos says how to
 install it, in one line. Each test runs a fresh interpreter in which `import av` fails."""
+import json
 import subprocess
 import sys
 
@@ -46,7 +47,9 @@ def test_training_and_evaluation_run_on_existing_hdf5_without_pyav(tiny_dataset,
                             "--sample_duration", "4", "--n_epochs", "1", "--inference")
     done = run_without_av("main.py", *argv)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "run" / "val.json").is_file()
+    database = json.loads(tiny_dataset["annotation_path"].read_text())["database"]
+    validation = sorted(k for k, v in database.items() if v["subset"] == "validation")
+    assert sorted(json.loads((tmp_path / "run" / "val.json").read_text())["results"]) == validation
 
 
 def test_converter_names_pyav_and_its_install_command(tmp_path):
