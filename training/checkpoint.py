@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from errors import TrainingStopped, UserError, require_file
-from models.checkpoint_file import CHECKPOINT_FILE, read_checkpoint_file
+from errors import TrainingStopped, UserError
+from models.checkpoint_file import read_checkpoint_file
 from models.factory import strip_module_prefix
 from training.files import write_atomically
 
@@ -120,7 +120,6 @@ def load_checkpoint(path: Path, option: str = "--resume_path") -> dict:
     """The checkpoint at `path`, read without running code. UserError (one line naming
     `option` and the file) when it is missing, unreadable, refused or not a dict."""
     path = Path(path)
-    require_file(path, option, CHECKPOINT_FILE)
     checkpoint = read_checkpoint_file(path, option)
     if not isinstance(checkpoint, dict):
         raise UserError(f"{option} {path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
