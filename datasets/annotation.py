@@ -6,6 +6,7 @@ import logging
 import os
 import stat
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -148,10 +149,7 @@ def resolve_samples(annotation: Annotation, subset: str, video_path: str | Path,
     entries = [(k, v) for k, v in annotation.database.items()
                if isinstance(v, dict) and v.get("subset") == subset]
     if not entries:
-        counts: dict[str, int] = {}
-        for entry in annotation.database.values():
-            if isinstance(entry, dict):
-                counts[str(entry.get("subset"))] = counts.get(str(entry.get("subset")), 0) + 1
+        counts = Counter(str(entry.get("subset")) for entry in annotation.database.values() if isinstance(entry, dict))
         held = ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "none"
         raise UserError(f"{annotation.path}: no samples with subset {subset!r} (its samples by "
                         f"subset: {held})")
