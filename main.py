@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             check_fresh_start(config.run.result_path, config.run.train, config.run.resume_path)
             run(config)
     except KeyboardInterrupt as e:
-        summary = (f"interrupted: the demo did not finish; rerun `python main.py --demo` to run it again"
+        summary = ("interrupted: the demo did not finish; rerun `python main.py --demo` to run it again"
                    if opt.demo else interruption_summary(Path(opt.result_path), training=not opt.no_train))
         print(summary, file=sys.stderr)
         return 128 + signal.SIGTERM if isinstance(e, Terminated) else 130

@@ -24,15 +24,15 @@ def ccl_objective(logits: Tensor, features: Tensor, target: Tensor,
 
     logits z_v: (B, C) and features v: (B, 512) of the student, over the whole (global) batch.
     target: (B,) labels. branches: one entry per active teacher (empty = baseline), each
-    with teacher features t (B, D). loss_weight: w of CCL (AI) (SPEC §3).
+    with teacher features t (B, d_T). loss_weight: w of CCL (AI) (SPEC §3).
 
     Returns (L_v + Σ_T L_m(T), terms) with detached scalar terms for logging:
       L_v = CE(z_v) + λ Σ_T ([C(v',m)+C(v',t)] + D(z_v,z_m))       (student and heads)
       L_m(T) = CE(z_m) + [C(v',m)+C(m,t)] + D(z_v,z_m)              (heads only)
     with λ = 1 for a single teacher (CCL (A), (I)) and λ = w for two (CCL (AI)),
     C the symmetric contrastive loss at the teacher's τ, D = 0.5·symmetric KL (JSDLoss(0.5)),
-    v' = P_T·v, the head's projection of v into the teacher's D-d space when D ≠ 512,
-    and v' = v when D = 512 (the paper; `CompositionClassifier.project_student`).
+    v' = P_T·v, the head's projection of v into the teacher's d_T-dimensional space when
+    d_T ≠ 512, and v' = v when d_T = 512 (the paper; `CompositionClassifier.project_student`).
     L_m is computed on a second head pass over the *detached* student outputs, so the
     student receives ∇L_v only (through P_T when there is one) while each head, P_T
     included, receives ∇(L_m + L_v): what the original obtained with one backward pass per
